@@ -1,0 +1,1 @@
+"""`edge-app` subcommands; each module exposes ``register(subparsers)``."""

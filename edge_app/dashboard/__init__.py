@@ -1,0 +1,1 @@
+"""Web dashboard of recognized actions and fleet health; Home Assistant discovery."""

@@ -1,0 +1,1 @@
+"""TFLite models: interpreter, graph reader/writer, partitioner, shards, builder and zoo."""

@@ -1,0 +1,1 @@
+"""Wire layer: topics, control-plane schemas and the tensor codec. No I/O here."""

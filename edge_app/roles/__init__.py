@@ -1,0 +1,1 @@
+"""Processes of the fleet (sensor, worker, scheduler, sink): wiring of the lower layers."""

@@ -1,0 +1,1 @@
+"""Pure scheduling: device registry state and the planner (no I/O)."""

@@ -1,0 +1,1 @@
+"""Frame sources (camera, video, images, patterns) and preprocessing into model inputs."""

@@ -1,0 +1,1 @@
+"""The MQTT transport (the only module importing paho) and its in-memory twin."""
