@@ -27,7 +27,7 @@ Count = Annotated[int, Field(ge=0)]
 
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[1] = 1  # SCHEMA_VERSION
 
 
 # --- devices ---------------------------------------------------------------------------------
