@@ -1,0 +1,170 @@
+"""The one place that imports a TFLite interpreter: tflite-runtime (Python 3.11) or ai-edge-litert.
+
+`Runner` wraps an interpreter with checked inputs and named outputs. With
+``preserve_all_tensors=True`` the default delegates (XNNPACK) are disabled so that every
+intermediate tensor stays readable with `Runner.tensor` (the quantizer's calibration uses this).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_app.errors import InterpreterError
+
+try:  # Raspberry Pi OS Bookworm, Python 3.11, numpy < 2
+    from tflite_runtime import interpreter as _tfl
+
+    _RUNTIME = "tflite-runtime"
+except ImportError:  # pragma: no cover - depends on the venv
+    from ai_edge_litert import interpreter as _tfl
+
+    _RUNTIME = "ai-edge-litert"
+
+log = logging.getLogger(__name__)
+_MAX_MODEL_BYTES = 2**31
+
+
+def runtime_name() -> str:
+    """``tflite-runtime`` or ``ai-edge-litert``, with its version."""
+    version = getattr(_tfl, "__version__", None) or _package_version()
+    return f"{_RUNTIME} {version}"
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(_RUNTIME)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    scale: float  # 0.0 for float tensors
+    zero_point: int
+
+
+def _spec(detail: Mapping[str, Any]) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorSpec(
+        name=str(detail["name"]),
+        shape=tuple(int(d) for d in detail["shape"]),
+        dtype=np.dtype(detail["dtype"]),
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
+class Runner:
+    """A loaded model: ``run(inputs) -> {output name: array}``."""
+
+    def __init__(
+        self, model: bytes | Path, num_threads: int = 1, preserve_all_tensors: bool = False
+    ) -> None:
+        content = _load_bytes(model)
+        resolver = _tfl.OpResolverType.AUTO
+        if preserve_all_tensors:
+            resolver = _tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self._interp = _tfl.Interpreter(
+                model_content=content,
+                num_threads=max(1, int(num_threads)),
+                experimental_op_resolver_type=resolver,
+                experimental_preserve_all_tensors=preserve_all_tensors,
+            )
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise InterpreterError(f"{_RUNTIME} cannot load the model: {exc}") from exc
+        self._preserve = preserve_all_tensors
+        self._input_details = self._interp.get_input_details()
+        self._output_details = self._interp.get_output_details()
+        self.inputs = [_spec(d) for d in self._input_details]
+        self.outputs = [_spec(d) for d in self._output_details]
+        self._by_name = {str(d["name"]): int(d["index"]) for d in self._interp.get_tensor_details()}
+        self._ran = False
+
+    def run(
+        self, inputs: NDArray[Any] | Sequence[NDArray[Any]] | Mapping[str, NDArray[Any]]
+    ) -> dict[str, NDArray[Any]]:
+        """Runs the model once; returns a copy of every output, by tensor name."""
+        arrays = self._ordered(inputs)
+        for spec, detail, array in zip(self.inputs, self._input_details, arrays, strict=True):
+            _check(spec, array)
+            self._interp.set_tensor(detail["index"], array)
+        try:
+            self._interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise InterpreterError(f"{_RUNTIME} failed to run the model: {exc}") from exc
+        self._ran = True
+        return {
+            spec.name: np.array(self._interp.get_tensor(d["index"]), copy=True)
+            for spec, d in zip(self.outputs, self._output_details, strict=True)
+        }
+
+    def _ordered(
+        self, inputs: NDArray[Any] | Sequence[NDArray[Any]] | Mapping[str, NDArray[Any]]
+    ) -> list[NDArray[Any]]:
+        if isinstance(inputs, np.ndarray):
+            arrays = [inputs]
+        elif isinstance(inputs, Mapping):
+            missing = [s.name for s in self.inputs if s.name not in inputs]
+            extra = sorted(set(inputs) - {s.name for s in self.inputs})
+            if missing or extra:
+                raise InterpreterError(f"inputs missing {missing}, unknown {extra}")
+            arrays = [inputs[s.name] for s in self.inputs]
+        else:
+            arrays = list(inputs)
+        if len(arrays) != len(self.inputs):
+            names = [s.name for s in self.inputs]
+            raise InterpreterError(f"model takes {len(names)} input(s) {names}, got {len(arrays)}")
+        return [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
+
+    def tensor(self, name: str) -> NDArray[Any]:
+        """A copy of any tensor by name after `run` (intermediates need preserve_all_tensors)."""
+        if name not in self._by_name:
+            raise InterpreterError(f"no tensor named {name!r}")
+        if not self._ran:
+            raise InterpreterError("tensor() is only meaningful after run()")
+        is_io = any(s.name == name for s in self.inputs + self.outputs)
+        if not self._preserve and not is_io:
+            raise InterpreterError(f"tensor {name!r}: create the Runner with preserve_all_tensors")
+        try:
+            return np.array(self._interp.get_tensor(self._by_name[name]), copy=True)
+        except ValueError as exc:
+            raise InterpreterError(f"tensor {name!r} cannot be read: {exc}") from exc
+
+    @property
+    def tensor_names(self) -> list[str]:
+        return list(self._by_name)
+
+
+def _load_bytes(model: bytes | Path) -> bytes:
+    if isinstance(model, bytes | bytearray | memoryview):
+        return bytes(model)
+    path = Path(model)
+    try:
+        size = path.stat().st_size
+        if size > _MAX_MODEL_BYTES:
+            raise InterpreterError(f"{path}: {size} bytes is too large for a TFLite model")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InterpreterError(f"cannot read model {path}: {exc}") from exc
+
+
+def _check(spec: TensorSpec, array: NDArray[Any]) -> None:
+    if array.dtype != spec.dtype or tuple(array.shape) != spec.shape:
+        raise InterpreterError(
+            f"input {spec.name!r}: expected {spec.dtype} {spec.shape}, "
+            f"got {array.dtype} {tuple(array.shape)}"
+        )
