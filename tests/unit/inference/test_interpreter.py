@@ -1,0 +1,119 @@
+"""Runner: loading, checked inputs, named outputs, intermediate tensors, in this venv's runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_app.errors import InterpreterError
+from edge_app.inference.builder import GraphBuilder
+from edge_app.inference.interpreter import Runner, TensorSpec, runtime_name
+
+pytestmark = pytest.mark.interpreter
+
+
+def _two_input_model() -> bytes:
+    rng = np.random.default_rng(0)
+    g = GraphBuilder()
+    a = g.input("a", (1, 4, 4, 2))
+    b = g.input("b", (1, 3))
+    h = g.conv2d(a, rng.normal(size=(3, 3, 3, 2)), None, activation="relu", name="features")
+    h = g.fully_connected(g.flatten(h), rng.normal(size=(3, 48)), None, name="dense")
+    g.output(g.add(h, b), "sum")
+    g.output(g.softmax(h), "probs")
+    return g.to_bytes()
+
+
+def _inputs() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return (
+        rng.normal(size=(1, 4, 4, 2)).astype(np.float32),
+        rng.normal(size=(1, 3)).astype(np.float32),
+    )
+
+
+def test_runtime_name_names_the_runtime() -> None:
+    assert runtime_name().split()[0] in {"tflite-runtime", "ai-edge-litert"}
+
+
+def test_specs_and_outputs_by_name() -> None:
+    runner = Runner(_two_input_model(), num_threads=2)
+    assert runner.inputs == [
+        TensorSpec("a", (1, 4, 4, 2), np.dtype(np.float32), 0.0, 0),
+        TensorSpec("b", (1, 3), np.dtype(np.float32), 0.0, 0),
+    ]
+    assert [s.name for s in runner.outputs] == ["sum", "probs"]
+    a, b = _inputs()
+    by_seq = runner.run([a, b])
+    by_map = runner.run({"b": b, "a": a})
+    assert set(by_seq) == {"sum", "probs"}
+    np.testing.assert_array_equal(by_seq["sum"], by_map["sum"])
+    np.testing.assert_allclose(by_seq["probs"].sum(), 1.0, rtol=1e-6)
+
+
+def test_outputs_are_copies() -> None:
+    runner = Runner(_two_input_model())
+    a, b = _inputs()
+    first = runner.run([a, b])["sum"]
+    runner.run([a * 2, b])
+    second = runner.run([a, b])["sum"]
+    np.testing.assert_array_equal(first, second)
+    other = runner.run([a * 2, b])["sum"]
+    assert not np.array_equal(first, other)
+
+
+def test_loads_from_path(tmp_path: Path) -> None:
+    path = tmp_path / "m.tflite"
+    path.write_bytes(_two_input_model())
+    a, b = _inputs()
+    assert Runner(path).run([a, b])["sum"].shape == (1, 3)
+
+
+def test_preserved_intermediate_tensors() -> None:
+    runner = Runner(_two_input_model(), preserve_all_tensors=True)
+    a, b = _inputs()
+    out = runner.run([a, b])
+    features = runner.tensor("features")
+    assert features.shape == (1, 4, 4, 3)
+    assert features.min() >= 0.0  # fused relu
+    assert "dense" in runner.tensor_names
+    dense = runner.tensor("dense")
+    np.testing.assert_allclose(dense + b, out["sum"], rtol=1e-6)
+
+
+def test_intermediates_need_preserve() -> None:
+    runner = Runner(_two_input_model())
+    a, b = _inputs()
+    with pytest.raises(InterpreterError, match="after run"):
+        runner.tensor("sum")
+    runner.run([a, b])
+    with pytest.raises(InterpreterError, match="preserve_all_tensors"):
+        runner.tensor("features")
+    with pytest.raises(InterpreterError, match="no tensor"):
+        runner.tensor("nope")
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (lambda a, b: [a.astype(np.float64), b], r"'a'.*float32.*float64"),
+        (lambda a, b: [a[:, :3], b], r"'a'.*\(1, 4, 4, 2\).*\(1, 3, 4, 2\)"),
+        (lambda a, b: [a], "2 input"),
+        (lambda a, b: {"a": a}, "missing"),
+        (lambda a, b: {"a": a, "b": b, "c": b}, "unknown"),
+        (lambda a, b: [a, b.astype(np.int8)], r"'b'.*int8"),
+    ],
+)
+def test_wrong_inputs_raise_interpreter_error(inputs, message: str) -> None:  # type: ignore[no-untyped-def]
+    runner = Runner(_two_input_model())
+    with pytest.raises(InterpreterError, match=message):
+        runner.run(inputs(*_inputs()))
+
+
+def test_unloadable_models_raise_interpreter_error(tmp_path: Path) -> None:
+    with pytest.raises(InterpreterError):
+        Runner(b"this is not a model")
+    with pytest.raises(InterpreterError):
+        Runner(tmp_path / "missing.tflite")
