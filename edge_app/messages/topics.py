@@ -15,6 +15,7 @@ result/<sensor>         JSON      no        JobOutcome: a result or a drop with 
 thumb/<sensor>          JPEG      yes       a small thumbnail of what the sensor sees
 error/<device>          JSON      no        ErrorReport: a rejected message and why
 metrics/<device>        JSON      no        Metrics: accounting counters
+camera/<sensor>         JSON      yes       the dashboard's latest action of a camera (for HA)
 ======================  ========  ========  ===============================================
 
 Ids (device, sensor) are restricted to ``[A-Za-z0-9_.-]{1,64}`` so they can never inject MQTT
@@ -33,7 +34,17 @@ ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _ID_RE = re.compile(ID_PATTERN)
 
 Kind = Literal[
-    "status", "heartbeat", "plan", "task", "fanout", "ack", "result", "thumb", "error", "metrics"
+    "status",
+    "heartbeat",
+    "plan",
+    "task",
+    "fanout",
+    "ack",
+    "result",
+    "thumb",
+    "error",
+    "metrics",
+    "camera",
 ]
 _PER_ID: tuple[Kind, ...] = (
     "status",
@@ -45,6 +56,7 @@ _PER_ID: tuple[Kind, ...] = (
     "thumb",
     "error",
     "metrics",
+    "camera",
 )
 
 
@@ -108,6 +120,10 @@ class Topics:
     def metrics(self, device: str) -> str:
         return f"{self.root}/metrics/{check_id(device, 'device id')}"
 
+    def camera(self, sensor: str) -> str:
+        """Retained latest action of a camera, published by the dashboard for Home Assistant."""
+        return f"{self.root}/camera/{check_id(sensor, 'sensor id')}"
+
     # --- subscriptions ---------------------------------------------------------------------
     def all(self, kind: Kind) -> str:
         """The subscription filter for every topic of ``kind`` (e.g. ``edge/home/status/+``)."""
@@ -158,3 +174,8 @@ class DiscoveryTopics:
     @property
     def all_configs(self) -> str:
         return f"{self.prefix}/+/+/+/config"
+
+    @property
+    def everything(self) -> str:
+        """Every discovery topic (configs and the birth message), e.g. for broker ACLs."""
+        return f"{self.prefix}/#"
