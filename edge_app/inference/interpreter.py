@@ -91,7 +91,10 @@ class Runner:
         self._output_details = self._interp.get_output_details()
         self.inputs = [_spec(d) for d in self._input_details]
         self.outputs = [_spec(d) for d in self._output_details]
-        self._by_name = {str(d["name"]): int(d["index"]) for d in self._interp.get_tensor_details()}
+        details = self._interp.get_tensor_details()
+        self._by_name = {str(d["name"]): int(d["index"]) for d in details}
+        self._indices = {int(d["index"]) for d in details}
+        self._io_indices = {int(d["index"]) for d in self._input_details + self._output_details}
         self._ran = False
 
     def run(
@@ -130,19 +133,27 @@ class Runner:
             raise InterpreterError(f"model takes {len(names)} input(s) {names}, got {len(arrays)}")
         return [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
 
-    def tensor(self, name: str) -> NDArray[Any]:
-        """A copy of any tensor by name after `run` (intermediates need preserve_all_tensors)."""
-        if name not in self._by_name:
-            raise InterpreterError(f"no tensor named {name!r}")
+    def tensor(self, key: str | int) -> NDArray[Any]:
+        """A copy of a tensor, by name or model tensor index, after `run`.
+
+        Intermediate tensors need ``preserve_all_tensors=True``.
+        """
+        if isinstance(key, str):
+            if key not in self._by_name:
+                raise InterpreterError(f"no tensor named {key!r}")
+            index = self._by_name[key]
+        elif key in self._indices:
+            index = key
+        else:
+            raise InterpreterError(f"no tensor with index {key}")
         if not self._ran:
             raise InterpreterError("tensor() is only meaningful after run()")
-        is_io = any(s.name == name for s in self.inputs + self.outputs)
-        if not self._preserve and not is_io:
-            raise InterpreterError(f"tensor {name!r}: create the Runner with preserve_all_tensors")
+        if not self._preserve and index not in self._io_indices:
+            raise InterpreterError(f"tensor {key!r}: create the Runner with preserve_all_tensors")
         try:
-            return np.array(self._interp.get_tensor(self._by_name[name]), copy=True)
+            return np.array(self._interp.get_tensor(index), copy=True)
         except ValueError as exc:
-            raise InterpreterError(f"tensor {name!r} cannot be read: {exc}") from exc
+            raise InterpreterError(f"tensor {key!r} cannot be read: {exc}") from exc
 
     @property
     def tensor_names(self) -> list[str]:
