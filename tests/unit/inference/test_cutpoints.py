@@ -40,7 +40,9 @@ def make_graph(
         if code not in codes:
             codes.append(code)
         operators.append(
-            Operator(codes.index(code), [names.index(n) for n in ins], [names.index(n) for n in outs])
+            Operator(
+                codes.index(code), [names.index(n) for n in ins], [names.index(n) for n in outs]
+            )
         )
     sub = Subgraph(
         tensors, operators, [names.index(n) for n in inputs], [names.index(n) for n in outputs]
@@ -109,8 +111,12 @@ def test_two_inputs_join_before_the_first_cut() -> None:
 
 def test_an_input_read_late_blocks_cuts_before_it() -> None:
     model = make_graph(
-        [("RELU", ["x1"], ["a"]), ("TANH", ["a"], ["b"]), ("ADD", ["b", "x2"], ["s"]),
-         ("RELU", ["s"], ["y"])],
+        [
+            ("RELU", ["x1"], ["a"]),
+            ("TANH", ["a"], ["b"]),
+            ("ADD", ["b", "x2"], ["s"]),
+            ("RELU", ["s"], ["y"]),
+        ],
         ["x1", "x2"],
         ["y"],
     )

@@ -42,7 +42,8 @@ def _model() -> Model:
             buffers.append(data)
         tensors.append(Tensor(name, shape, dtype, len(buffers) - 1 if data else 0))
     codes = [
-        OperatorCode(c) for c in (B.CONV_2D, B.DEPTHWISE_CONV_2D, B.RESHAPE, B.FULLY_CONNECTED, B.SOFTMAX)
+        OperatorCode(c)
+        for c in (B.CONV_2D, B.DEPTHWISE_CONV_2D, B.RESHAPE, B.FULLY_CONNECTED, B.SOFTMAX)
     ]
     ops = [
         Operator(0, [0, 1, 2], [3]),
@@ -57,7 +58,11 @@ def _model() -> Model:
 def test_profile_counts_macs_params_and_bytes() -> None:
     infos = profile_model(_model())
     assert [i.op for i in infos] == [
-        "CONV_2D", "DEPTHWISE_CONV_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "RESHAPE",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
     ]
     conv, dw, reshape, fc, softmax = infos
     assert conv.macs == 8 * 8 * 5 * 3 * 3 * 3

@@ -1,4 +1,4 @@
-"""Shards: row bounds, merging, and sliced layers (float and int8) that merge to the whole output."""
+"""Shards: row bounds, merging, and sliced layers (float, int8) that merge to the whole output."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from edge_app.inference.shard import merge_shards, shard_bounds, shard_stage
 def test_equal_bounds_match_numpy_array_split(n: int, k: int) -> None:
     bounds = shard_bounds(n, k)
     parts = np.array_split(np.arange(n), k)
-    assert bounds == tuple(int(p[0]) for p in parts) + (n,)
+    assert bounds == (*(int(p[0]) for p in parts), n)
 
 
 def test_weighted_bounds_are_proportional_and_never_empty() -> None:
@@ -70,7 +70,9 @@ def _set(model: Model, name: str, dtype: Any, quant: Quantization, data: Any = N
     tensor = sub.tensors[i]
     sub.tensors[i] = dataclasses.replace(tensor, dtype=np.dtype(dtype), quantization=quant)
     if data is not None:
-        model.buffers[tensor.buffer] = np.ascontiguousarray(np.asarray(data).astype(dtype)).tobytes()
+        model.buffers[tensor.buffer] = np.ascontiguousarray(
+            np.asarray(data).astype(dtype)
+        ).tobytes()
 
 
 def int8_fc_model(rows: int = 6, per_channel: bool = True) -> bytes:
@@ -159,7 +161,7 @@ def test_unsplittable_and_oversized_requests_fail_clearly() -> None:
         cut_stage(data, StageSpec(0, ("x",), ("r",), "c"), (0, 6))
     with pytest.raises(PartitionError, match="bad shard bounds"):
         cut_stage(data, StageSpec(0, ("x",), ("r",), "c"), (0, 2), (0, 3, 4))
-    with pytest.raises(PartitionError, match="RELU.*cannot be split"):
+    with pytest.raises(PartitionError, match=r"RELU.*cannot be split"):
         cut_stage(data, StageSpec(0, ("c",), ("r",), "r"), (0, 2))
     with pytest.raises(PartitionError, match="no layer that can be sharded"):
         cut_stage(data, StageSpec(0, ("x",), ("r",), None), (0, 2))
@@ -169,5 +171,5 @@ def test_depthwise_cannot_be_split() -> None:
     b = GraphBuilder()
     x = b.input("x", (1, 4, 4, 2))
     b.output(b.depthwise_conv2d(x, np.ones((1, 3, 3, 2), np.float32), None, name="dw"))
-    with pytest.raises(PartitionError, match="DEPTHWISE_CONV_2D.*cannot be split"):
+    with pytest.raises(PartitionError, match=r"DEPTHWISE_CONV_2D.*cannot be split"):
         cut_stage(b.to_bytes(), StageSpec(0, ("x",), ("dw",), "dw"), (0, 2))
