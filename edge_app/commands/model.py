@@ -82,12 +82,16 @@ def _read(ref: str) -> tuple[Path, bytes, Model]:
     return path, data, read_model(data)
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
+    """3 significant digits with a K/M/G/T suffix: 1234567 -> 1.23M."""
     for unit in ("", "K", "M", "G"):
-        if abs(n) < 1000:
-            return f"{n}{unit}"
-        n = round(n / 1000)
-    return f"{n}T"
+        if abs(n) < 999.5:
+            return f"{n:.3g}{unit}" if unit else f"{int(n)}"
+        n /= 1000
+    return f"{n:.3g}T"
+
+
+_HEADS = ("MACs", "params", "bytes", "act")
 
 
 def _layer_row(info: LayerInfo) -> str:
@@ -113,9 +117,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         f"{sub.tensors[t].name} {sub.tensors[t].shape} {sub.tensors[t].dtype}" for t in sub.outputs
     ]
     print(f"inputs:  {'; '.join(ins)}\noutputs: {'; '.join(outs)}")
-    print(
-        f"{'#':>4} {'op':<20} {'output':<18} {'MACs':>8} {'params':>8} {'bytes':>8} {'act':>8}  name"
-    )
+    print(f"{'#':>4} {'op':<20} {'output':<18}" + "".join(f" {h:>8}" for h in _HEADS) + "  name")
     for info in infos:
         print(_layer_row(info))
     print(

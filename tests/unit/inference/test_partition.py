@@ -36,7 +36,6 @@ from edge_app.inference.shard import merge_shards
 from edge_app.inference.verify import seeded_inputs
 from tests.unit.inference.test_cutpoints import BRANCH, RESIDUAL, make_graph
 
-INT8_NAMES = ("alexnet_int8", "resnet_branch_int8")
 TRAINED = sorted(p.parent.name for p in REPO_MODELS.glob("*/card.json"))
 
 
@@ -178,7 +177,7 @@ def run_split(
 
 
 @pytest.mark.interpreter
-@pytest.mark.parametrize("name", [*(n for n in zoo.FLOAT_NAMES), *INT8_NAMES, *TRAINED])
+@pytest.mark.parametrize("name", [*zoo.FLOAT_NAMES, *zoo.INT8_NAMES, *TRAINED])
 def test_stages_and_shards_compose_to_the_whole_model(name: str) -> None:
     data = model_bytes(name)
     model = read_model(data)
