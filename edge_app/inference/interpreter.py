@@ -1,8 +1,9 @@
 """The one place that imports a TFLite interpreter: tflite-runtime (Python 3.11) or ai-edge-litert.
 
 `Runner` wraps an interpreter with checked inputs and named outputs. With
-``preserve_all_tensors=True`` the default delegates (XNNPACK) are disabled so that every
-intermediate tensor stays readable with `Runner.tensor` (the quantizer's calibration uses this).
+``preserve_all_tensors=True`` the default delegates (XNNPACK) are disabled and every operator
+output is made a graph output, so that every intermediate tensor stays readable with
+`Runner.tensor` (``.outputs`` and ``run()`` still give the model's own outputs only).
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ class Runner:
     ) -> None:
         content = _load_bytes(model)
         resolver = _tfl.OpResolverType.AUTO
+        n_outputs: int | None = None
         if preserve_all_tensors:
             resolver = _tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            content, n_outputs = _expose_intermediates(content)
         try:
             self._interp = _tfl.Interpreter(
                 model_content=content,
@@ -88,7 +91,7 @@ class Runner:
             raise InterpreterError(f"{_RUNTIME} cannot load the model: {exc}") from exc
         self._preserve = preserve_all_tensors
         self._input_details = self._interp.get_input_details()
-        self._output_details = self._interp.get_output_details()
+        self._output_details = self._interp.get_output_details()[:n_outputs]
         self.inputs = [_spec(d) for d in self._input_details]
         self.outputs = [_spec(d) for d in self._output_details]
         details = self._interp.get_tensor_details()
@@ -171,6 +174,26 @@ def _load_bytes(model: bytes | Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InterpreterError(f"cannot read model {path}: {exc}") from exc
+
+
+def _expose_intermediates(content: bytes) -> tuple[bytes, int]:
+    """The model with every operator output also a graph output; (bytes, original output count).
+
+    preserve_all_tensors alone is not enough: tflite-runtime 2.14 still runs some ops (ADD) in
+    place over an input that has no other reader, which destroys that input's values.
+    """
+    from edge_app.errors import GraphError
+    from edge_app.inference.graph_io import read_model, write_model
+
+    try:
+        model = read_model(content)
+    except GraphError as exc:
+        raise InterpreterError(f"{_RUNTIME} cannot load the model: {exc}") from exc
+    sub = model.main
+    produced = [i for op in sub.operators for i in op.outputs if i >= 0]
+    n_outputs = len(sub.outputs)
+    sub.outputs = list(dict.fromkeys([*sub.outputs, *produced]))
+    return write_model(model), n_outputs
 
 
 def _check(spec: TensorSpec, array: NDArray[Any]) -> None:

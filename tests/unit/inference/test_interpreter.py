@@ -117,3 +117,22 @@ def test_unloadable_models_raise_interpreter_error(tmp_path: Path) -> None:
         Runner(b"this is not a model")
     with pytest.raises(InterpreterError):
         Runner(tmp_path / "missing.tflite")
+
+
+def test_preserved_tensor_survives_in_place_ops() -> None:
+    """tflite-runtime 2.14 runs ADD in place over a single-reader input; Runner must still
+    return that input's own values."""
+    rng = np.random.default_rng(5)
+    g = GraphBuilder()
+    x = g.input("x", (1, 4, 4, 2))
+    conv = g.conv2d(x, rng.normal(size=(2, 3, 3, 2)), None, name="conv")
+    g.output(g.mean(g.add(conv, x, activation="relu"), [1, 2]), "y")
+    model = g.to_bytes()
+    data = np.random.default_rng(6).normal(size=(1, 4, 4, 2)).astype(np.float32)
+    runner = Runner(model, preserve_all_tensors=True)
+    out = runner.run(data)
+    assert list(out) == ["y"] and [s.name for s in runner.outputs] == ["y"]
+    conv_values = runner.tensor("conv")
+    assert conv_values.min() < 0  # not relu'd in place
+    expected = np.maximum(conv_values + data, 0).mean(axis=(1, 2))
+    np.testing.assert_allclose(expected, out["y"], rtol=1e-5, atol=1e-6)
