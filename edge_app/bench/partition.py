@@ -18,6 +18,7 @@ import time
 import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_app.errors import ConfigError
 
@@ -91,6 +92,25 @@ def _time_split(data: bytes) -> float:
     return time.perf_counter() - start
 
 
+def _interleaved(
+    whole: Any, stages: list[Any], feed: dict[str, Any], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Alternating timed runs of the whole model and of the stages in sequence."""
+    from edge_app.inference.verify import run_stages
+
+    whole_t: list[float] = []
+    stage_t: list[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        whole.run(feed)
+        t1 = time.perf_counter()
+        run_stages(stages, feed)
+        t2 = time.perf_counter()
+        whole_t.append(t1 - t0)
+        stage_t.append(t2 - t1)
+    return whole_t, stage_t
+
+
 def bench_model(name: str, small: bool, repeats: int, threads: int) -> PartitionResult:
     from edge_app.inference import zoo
     from edge_app.inference.compare import compare_outputs
@@ -115,16 +135,7 @@ def bench_model(name: str, small: bool, repeats: int, threads: int) -> Partition
     reference = whole.run(feed)
     env = run_stages(stages, feed)  # also the warm-up of the stages
     equal = all(compare_outputs(ref, env[n]).ok for n, ref in reference.items())
-    whole_t: list[float] = []
-    stage_t: list[float] = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        whole.run(feed)
-        t1 = time.perf_counter()
-        run_stages(stages, feed)
-        t2 = time.perf_counter()
-        whole_t.append(t1 - t0)
-        stage_t.append(t2 - t1)
+    whole_t, stage_t = _interleaved(whole, stages, feed, repeats)
     return PartitionResult(
         model=f"{name}{' (small)' if small else ''}",
         model_bytes=len(data),
@@ -141,8 +152,8 @@ def bench_model(name: str, small: bool, repeats: int, threads: int) -> Partition
 def format_table(results: list[PartitionResult], threads: int, repeats: int) -> str:
     lines = [
         f"threads={threads} repeats={repeats}",
-        "| model | file MB | stages | whole s | stages s | stages/whole | outputs equal "
-        "| split s | split peak MB | peak/file |",
+        "| model | file MB | stages | whole s (median) | stages s (median) "
+        "| stages/whole (median of pairs) | outputs equal | split s | split peak MB | peak/file |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
