@@ -76,14 +76,14 @@ def _runners_from_dir(directory: Path, model_bytes: bytes, threads: int) -> list
 
 
 def _runners_from_specs(
-    model_bytes: bytes, specs: Sequence[StageSpec], shards: Mapping[int, int], threads: int
+    model_bytes: bytes, specs: Sequence[StageSpec], shards: Mapping[str, int], threads: int
 ) -> list[StageRunners]:
     from edge_app.inference.graph_io import read_model
 
     model = read_model(model_bytes)
     stages: list[StageRunners] = []
     for spec in specs:
-        k = shards.get(spec.index)
+        k = shards.get(spec.shardable_layer) if spec.shardable_layer else None
         parts = [None] if k is None else [(i, k) for i in range(k)]
         runners = [Runner(cut_stage_model(model, spec, p), num_threads=threads) for p in parts]
         stages.append((spec.inputs, spec.outputs, runners))
@@ -101,12 +101,13 @@ def verify_split(
     model_bytes: bytes,
     manifest_dir_or_stages: Path | str | Sequence[StageSpec],
     seeds: int = 3,
-    shards: Mapping[int, int] | None = None,
+    shards: Mapping[str, int] | None = None,
     threads: int = 1,
 ) -> Comparison:
     """The worst comparison, over ``seeds`` seeded inputs and every graph output, of the stages
-    composed against the whole model. ``shards`` (stage index -> k) applies to StageSpecs only;
-    a split directory says its own shards (and every file's hash is checked)."""
+    composed against the whole model. ``shards`` (layer name -> k, for stages whose
+    ``shardable_layer`` it names) applies to StageSpecs only; a split directory says its own
+    shards (and every file's hash is checked)."""
     if isinstance(manifest_dir_or_stages, Path | str):
         stages = _runners_from_dir(Path(manifest_dir_or_stages), model_bytes, threads)
     else:

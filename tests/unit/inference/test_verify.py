@@ -97,3 +97,10 @@ def test_write_split_leaves_nothing_behind_on_error(model_file: Path, tmp_path: 
     with pytest.raises(PartitionError, match="already exists"):
         write_split(model_file, tmp_path / "out", stages)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_verify_in_memory_stages_with_shards_by_layer(model_file: Path) -> None:
+    data = model_file.read_bytes()
+    stages = plan_stages(read_model(data), n_stages=4, shard_layers=["fc7"])
+    result = verify_split(data, stages, seeds=1, shards={"fc7": 3})
+    assert result.ok and result.scale > 0
