@@ -51,18 +51,10 @@ def run_gen(args: argparse.Namespace) -> int:
             f"`broker gen` needs {exc.name}: pip install 'edge-app[provision]'"
         ) from exc
     from edge_app.provision.fleet import load_fleet
-    from edge_app.provision.limits import message_limit_for_models
+    from edge_app.provision.limits import with_message_limit
     from edge_app.provision.seed import load_or_create_seed
 
-    fleet = load_fleet(args.fleet)
-    limit = args.message_size_limit
-    if args.model:
-        limit = max(limit or 0, message_limit_for_models(args.model))
-    if limit is not None:
-        broker = fleet.broker.model_validate(
-            {**fleet.broker.model_dump(), "message_size_limit": limit}
-        )
-        fleet = fleet.model_copy(update={"broker": broker})
+    fleet = with_message_limit(load_fleet(args.fleet), args.model, args.message_size_limit)
     secrets = args.secrets or Path.home() / ".config" / "edge-app" / f"{fleet.fleet}.seed"
     seed, created = load_or_create_seed(secrets, fleet.fleet)
     report = write_tree(args.out, build_files(fleet, seed))

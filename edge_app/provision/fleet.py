@@ -63,6 +63,9 @@ class BrokerSection(_Strict):
     # The largest payload the broker accepts: the largest activation of the deployed models
     # plus the envelope header (see ``limits.message_limit_for_models``).
     message_size_limit: Annotated[int, Field(ge=64 * 1024, le=256 * MIB)] = 16 * MIB
+    # Deployed .tflite files (paths on the generating machine): when given and no explicit
+    # message_size_limit is set, the limit is sized to their largest activation.
+    models: Annotated[list[str], Field(max_length=64)] = []
     max_queued_messages: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
     max_queued_bytes: Annotated[int, Field(ge=0, le=4096 * MIB)] = 256 * MIB
     log_dest: Literal["stderr", "syslog", "stdout"] = "stderr"
