@@ -174,6 +174,8 @@ class JobOutcome(Message):
     latency_s: NonNeg = 0.0
     epoch: Count = 0
     stages: Annotated[list[StageTiming], Field(max_length=256)] = []
+    # The whole output vector (flattened) when small enough, so results can be checked exactly.
+    output: Annotated[list[float], Field(max_length=4096)] | None = None
 
 
 class ErrorReport(Message):

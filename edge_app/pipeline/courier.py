@@ -1,0 +1,344 @@
+"""The sending side of the custody protocol: route, publish, hold until acked, re-send.
+
+Used by workers for every hop and by the job publisher for stage 0. Thread-safe: the compute
+thread forwards, the network thread delivers acks, plans and device status, a timer calls
+:meth:`Courier.check`. Nothing is published while the lock is held (an in-memory bus delivers
+synchronously, so publishing under the lock could deadlock two processes' locks).
+
+Re-send rules (bounded by ``max_sends``): a receiver that went offline (its last will) or that the
+newest plan no longer seats, or an ack that does not come within ``ack_timeout_s``: the holder
+re-sends with ``attempt + 1`` to a live seat of the NEWEST plan. Past ``deadline + grace`` the
+holder drops the job (reason ``deadline``); after ``max_sends`` sends, reason ``error``. A partial
+sent to a merger that died is released silently: the fan-out sender, which holds the job for the
+whole sharded step, re-sends the step with a new merger.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_app.errors import EdgeAppError
+from edge_app.messages.codec import Ack, Envelope, Header, encode_ack, encode_envelope
+from edge_app.messages.schemas import DropReason, JobOutcome, Plan, encode
+from edge_app.messages.topics import Topics
+from edge_app.pipeline.accounting import Accounting, stage_timings
+from edge_app.pipeline.custody import CustodyTable, Entry, Trigger, UpstreamAck
+from edge_app.pipeline.routing import FanoutRoute, NoRoute, Route, Router, TaskRoute, is_seated
+
+log = logging.getLogger(__name__)
+
+Tensors = tuple[tuple[str, np.ndarray[Any, Any]], ...]
+
+
+class Publisher(Protocol):
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class CourierConfig:
+    window: int = 4  # in-flight envelopes per receiver
+    capacity: int = 1024  # envelopes held at once
+    ack_timeout_s: float = 10.0
+    deadline_grace_s: float = 1.0
+    max_sends: int = 5
+
+
+Outgoing = list[tuple[str, bytes]]
+
+
+class Courier:
+    def __init__(
+        self,
+        transport: Publisher,
+        topics: Topics,
+        device: str,
+        accounting: Accounting,
+        *,
+        config: CourierConfig = CourierConfig(),
+        model_name: str = "",
+    ) -> None:
+        self.transport = transport
+        self.topics = topics
+        self.device = device
+        self.accounting = accounting
+        self.config = config
+        self.model_name = model_name
+        self.router = Router(config.window)
+        self.table = CustodyTable(config.capacity)
+        self.plan: Plan | None = None
+        self.offline: set[str] = set()
+        self._cond = threading.Condition(threading.RLock())
+        self._closed = False
+
+    # --- state from the network ---------------------------------------------------------------
+    def set_plan(self, plan: Plan) -> None:
+        with self._cond:
+            if self.plan is not None and plan.epoch <= self.plan.epoch:
+                return
+            self.plan = plan
+            self._cond.notify_all()
+        self.check()
+
+    def set_online(self, device: str, online: bool) -> None:
+        with self._cond:
+            if online:
+                self.offline.discard(device)
+            else:
+                self.offline.add(device)
+            self._cond.notify_all()
+        if not online:
+            self.check()
+
+    def on_ack(self, ack: Ack) -> bool:
+        """Release what ``ack`` acknowledges; True if we held it."""
+        with self._cond:
+            entry = self.table.release(ack)
+            if entry is not None:
+                self._cond.notify_all()
+        if entry is None:
+            return False
+        self._flush(self._ack_messages(entry.upstream))
+        return True
+
+    def close(self) -> None:
+        """Wake every waiting sender; later sends fail with reason ``shutdown``."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    # --- sending ------------------------------------------------------------------------------
+    def forward(
+        self,
+        header: Header,
+        tensors: Tensors,
+        upstream: Iterable[UpstreamAck] = (),
+        *,
+        wait: bool = True,
+    ) -> DropReason | None:
+        """Route the input of ``header.stage`` and hold it; None when sent, else why it dropped.
+
+        Waits (this is the pipeline's back-pressure) while every seat is busy or no seat is live,
+        until the job's deadline. On a drop the outcome is published and ``upstream`` acked.
+        """
+        upstream = tuple(upstream)
+        with self._cond:
+            while True:
+                got = self._route(header.stage)
+                if not isinstance(got, NoRoute):
+                    out = self._send_routed(header, tensors, got, upstream)
+                    break
+                if got.reason == "full" and self.table.full:
+                    got = NoRoute("full", "custody table full")
+                reason = self._wait_reason(header, got, wait)
+                if reason is not None:
+                    self._flush(self._drop_messages(header, reason, got.detail, upstream))
+                    return reason
+        self._flush(out)
+        return None
+
+    def _wait_reason(self, header: Header, got: NoRoute, wait: bool) -> DropReason | None:
+        """Wait for room (under the lock); the drop reason once waiting is over."""
+        if self._closed:
+            return "shutdown"
+        remaining = header.deadline - time.time()
+        if not wait or remaining <= 0:
+            return "no_route" if got.reason == "no_route" else "deadline"
+        self._cond.wait(timeout=min(remaining, 0.1))
+        return None
+
+    def send_partial(
+        self, header: Header, tensors: Tensors, upstream: Iterable[UpstreamAck]
+    ) -> None:
+        """Send a shard's partial to ``header.merge_to`` and hold it (acks upstream deferred)."""
+        assert header.merge_to is not None
+        upstream = tuple(upstream)
+        with self._cond:
+            old = self.table.remove((header.job, header.stage, header.shard))
+            if old is not None:  # a re-sent fan-out: owe acks for both attempts
+                upstream = (*old.upstream, *upstream)
+            entry = Entry(header, tensors, frozenset((header.merge_to,)), time.monotonic())
+            entry.upstream = upstream
+            if not self.table.add(entry):
+                log.warning("custody table full: partial of %s not held", header.job)
+        self._flush(
+            [(self.topics.task(header.merge_to), encode_envelope(Envelope(header, tensors)))]
+        )
+
+    def ack(self, to: str, ack: Ack) -> None:
+        self._flush(self._ack_messages((UpstreamAck(to, ack),)))
+
+    def drop(
+        self, header: Header, reason: DropReason, detail: str, upstream: Iterable[UpstreamAck] = ()
+    ) -> None:
+        """Publish the terminal ``dropped`` outcome of a job, then ack upstream."""
+        self._flush(self._drop_messages(header, reason, detail, tuple(upstream)))
+
+    def publish_outcome(self, outcome: JobOutcome, upstream: Iterable[UpstreamAck] = ()) -> None:
+        """Publish a job's terminal outcome, then ack upstream."""
+        msgs = [(self.topics.result(outcome.sensor), encode(outcome))]
+        self._flush(msgs + self._ack_messages(upstream))
+
+    # --- the timer ------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Act on entries whose receiver died, lost its seat, timed out or whose job expired."""
+        out: Outgoing = []
+        with self._cond:
+            plan = self.plan
+            due = self.table.due(
+                mono=time.monotonic(),
+                wall=time.time(),
+                offline=self.offline,
+                seated=(lambda r: True) if plan is None else (lambda r: is_seated(plan, r)),
+                ack_timeout_s=self.config.ack_timeout_s,
+                deadline_grace_s=self.config.deadline_grace_s,
+            )
+            for entry, trigger in due:
+                out += self._act(entry, trigger)
+        self._flush(out)
+
+    def _act(self, entry: Entry, trigger: Trigger) -> Outgoing:
+        h = entry.header
+        if trigger == "deadline":
+            self.table.remove(entry.key)
+            return self._drop_messages(h, "deadline", "no ack before the deadline", entry.upstream)
+        if entry.route is None:  # a partial: retry the same merger, or let the fan-out sender act
+            if trigger == "timeout" and entry.sends < self.config.max_sends:
+                return self._resend_partial(entry)
+            self.table.remove(entry.key)
+            log.info("partial %s of %s released (%s)", h.shard, h.job, trigger)
+            return []
+        if entry.sends >= self.config.max_sends:
+            self.table.remove(entry.key)
+            detail = f"{entry.sends} sends of stage {h.stage} failed ({trigger})"
+            return self._drop_messages(h, "error", detail, entry.upstream)
+        # offline devices are excluded anyway; after a timeout try another replica first
+        tried = (
+            entry.receivers if trigger == "timeout" and isinstance(entry.route, TaskRoute) else ()
+        )
+        got = self._route(h.stage, tried)
+        if isinstance(got, NoRoute) and tried:
+            got = self._route(h.stage)
+        if isinstance(got, NoRoute):
+            return []  # parked: retried on the next check, plan or status change
+        log.info(
+            "re-sending %s stage %d (%s) to %s", h.job, h.stage, trigger, sorted(got.receivers)
+        )
+        self.accounting.count("resent")
+        header = self._header_for(h, got, attempt=h.attempt + 1)
+        self.table.resent(entry, header, got.receivers, got, time.monotonic())
+        return [(self._topic_for(got), encode_envelope(Envelope(header, entry.tensors)))]
+
+    def _resend_partial(self, entry: Entry) -> Outgoing:
+        self.accounting.count("resent")
+        header = replace(entry.header, attempt=entry.header.attempt + 1)
+        self.table.resent(entry, header, entry.receivers, None, time.monotonic())
+        assert header.merge_to is not None
+        return [
+            (self.topics.task(header.merge_to), encode_envelope(Envelope(header, entry.tensors)))
+        ]
+
+    # --- helpers (called with the lock held) --------------------------------------------------
+    def _route(self, stage: int, exclude: Iterable[str] = ()) -> Route | NoRoute:
+        if self.plan is None:
+            return NoRoute("no_route", "no plan yet")
+        if self.table.full:
+            return NoRoute("full", "custody table full")
+        return self.router.route(
+            self.plan,
+            stage,
+            inflight=self.table.inflight(),
+            offline=self.offline,
+            exclude=frozenset(exclude),
+        )
+
+    def _header_for(self, h: Header, route: Route, attempt: int) -> Header:
+        assert self.plan is not None
+        if isinstance(route, FanoutRoute):
+            return replace(
+                h,
+                epoch=self.plan.epoch,
+                attempt=attempt,
+                sender=self.device,
+                shard=None,
+                bounds=None,
+                layout=route.layout,
+                merge_to=route.merge_to,
+            )
+        return replace(
+            h,
+            epoch=self.plan.epoch,
+            attempt=attempt,
+            sender=self.device,
+            shard=None,
+            bounds=None,
+            layout=None,
+            merge_to=None,
+        )
+
+    def _topic_for(self, route: Route) -> str:
+        if isinstance(route, TaskRoute):
+            return self.topics.task(route.device)
+        return self.topics.fanout(route.stage)
+
+    def _send_routed(
+        self, h: Header, tensors: Tensors, route: Route, upstream: tuple[UpstreamAck, ...]
+    ) -> Outgoing:
+        header = self._header_for(h, route, attempt=0)
+        entry = Entry(header, tensors, route.receivers, time.monotonic(), route=route)
+        self.table.add(entry)
+        out = [(self._topic_for(route), encode_envelope(Envelope(header, tensors)))]
+        return out + self._ack_messages(upstream)
+
+    def _ack_messages(self, upstream: Iterable[UpstreamAck]) -> Outgoing:
+        return [(self.topics.ack(u.to), encode_ack(u.ack)) for u in upstream]
+
+    def _drop_messages(
+        self, h: Header, reason: DropReason, detail: str, upstream: Iterable[UpstreamAck]
+    ) -> Outgoing:
+        self.accounting.drop(reason)
+        log.info("dropping job %s at stage %d: %s (%s)", h.job, h.stage, reason, detail)
+        now = time.time()
+        outcome = JobOutcome(
+            job=h.job,
+            sensor=h.sensor,
+            seq=h.seq,
+            status="dropped",
+            reason=reason,
+            detail=detail[:2048],
+            model=self.model_name,
+            created_ts=h.created,
+            done_ts=now,
+            latency_s=max(0.0, now - h.created),
+            epoch=h.epoch,
+            stages=stage_timings(h.trace),
+        )
+        return [(self.topics.result(h.sensor), encode(outcome)), *self._ack_messages(upstream)]
+
+    def _flush(self, out: Outgoing) -> None:
+        for topic, payload in out:
+            try:
+                self.transport.publish(topic, payload, qos=1)
+            except EdgeAppError as exc:  # held entries are re-sent by check()
+                log.warning("publish on %s failed: %s", topic, exc)
+
+    # --- introspection --------------------------------------------------------------------------
+    def held(self) -> int:
+        with self._cond:
+            return len(self.table)
+
+    def drain(self, timeout_s: float, poll: Callable[[], None] | None = None) -> bool:
+        """Wait until nothing is held (e.g. before a clean stop); True if drained."""
+        end = time.monotonic() + timeout_s
+        with self._cond:
+            while len(self.table) and time.monotonic() < end:
+                self._cond.wait(timeout=0.05)
+            return not len(self.table)

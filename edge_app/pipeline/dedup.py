@@ -1,0 +1,51 @@
+"""A bounded LRU of the data messages a worker has already taken in.
+
+Delivery is at-least-once: the broker may deliver a QoS 1 message twice and a holder re-sends
+after a timeout. A receiver remembers ``(job, stage, shard, attempt)`` of what it took so an exact
+duplicate is not computed twice; a re-send (a new attempt) is a new message on purpose, because
+the first one may have been lost with a dead device.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+DedupKey = tuple[str, int, int | None, int]
+"""(job, stage, shard, attempt)"""
+
+
+class Dedup:
+    """Thread-safe bounded LRU: ``seen(key)`` records ``key`` and says if it was there before."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self._keys: OrderedDict[DedupKey, bool] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def seen(self, key: DedupKey) -> bool:
+        """True if ``key`` was recorded before (and refresh it); else record it, False."""
+        with self._lock:
+            if key in self._keys:
+                self._keys.move_to_end(key)
+                return True
+            self._keys[key] = False
+            if len(self._keys) > self.capacity:
+                self._keys.popitem(last=False)
+            return False
+
+    def mark_done(self, key: DedupKey) -> None:
+        """Remember that the message was fully handled (acked upstream)."""
+        with self._lock:
+            if key in self._keys:
+                self._keys[key] = True
+
+    def is_done(self, key: DedupKey) -> bool:
+        with self._lock:
+            return self._keys.get(key, False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._keys)
