@@ -73,7 +73,9 @@ class Subgraph:
 class Model:
     operator_codes: list[OperatorCode]
     subgraphs: list[Subgraph]
-    buffers: list[bytes]  # buffers[0] is always b"" by convention
+    # buffers[0] is always b"" by convention. read_model gives zero-copy memoryviews into the file
+    # bytes (a model file is held in memory once); anything that makes new data may use bytes.
+    buffers: list[bytes | memoryview]
     description: str = ""
     version: int = 3
     metadata: list[tuple[str, int]] = field(default_factory=list)  # (name, buffer index)

@@ -4,12 +4,16 @@ Everything the runtimes need round-trips: operator codes (with the deprecated in
 with shapes, shape signatures and (per-channel) quantization, every builtin options table (generic,
 see ``options_io``), custom options, buffers and metadata. Not kept: signature defs, sparsity,
 operator intermediates and debug metadata. Constant data is 16-byte aligned, as TFLite likes it.
+
+Memory: `read_model` keeps constant data as zero-copy memoryviews into the file's bytes; large
+models are written with their data appended after the flatbuffer (see `write_model`), and
+`write_model_to` streams to a file without building the whole file in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, BinaryIO
 
 import flatbuffers
 import numpy as np
@@ -17,6 +21,7 @@ import tflite
 
 from edge_app.errors import GraphError
 from edge_app.inference import dtypes
+from edge_app.inference.fb_write import ALIGN, write_root
 from edge_app.inference.graph import (
     Model,
     Operator,
@@ -25,12 +30,12 @@ from edge_app.inference.graph import (
     Subgraph,
     Tensor,
 )
-from edge_app.inference.options_io import options_union, read_options, write_options
+from edge_app.inference.options_io import read_options
 
 IDENTIFIER = b"TFL3"
-_ALIGN = 16
 _MAX_SIZE = 2**31 - 1
-_GREATER_OP_CODES = tflite.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES
+_PLACEHOLDER = 1 << 40
+EXTERNAL_ABOVE = 64 * 2**20  # bytes of constant data above which write_model appends it
 
 
 # ---------------------------------------------------------------------------------------- read
@@ -42,8 +47,10 @@ def read_model(data: bytes) -> Model:
         raise GraphError(f"not a TFLite model: only {len(data)} bytes")
     if bytes(data[4:8]) != IDENTIFIER:
         raise GraphError(f"not a TFLite model: file identifier {bytes(data[4:8])!r}, not b'TFL3'")
+    if not isinstance(data, bytes):
+        data = bytes(data)  # a private immutable copy: buffers are views into it
     try:
-        model = _read(bytes(data))
+        model = _read(data)
     except GraphError:
         raise
     except Exception as exc:  # flatbuffers raises struct.error, IndexError, ... on garbage
@@ -56,7 +63,8 @@ def _read(data: bytes) -> Model:
     fb = tflite.Model.GetRootAs(data, 0)
     codes = [_read_opcode(fb.OperatorCodes(i)) for i in range(fb.OperatorCodesLength())]
     subgraphs = [_read_subgraph(fb.Subgraphs(i)) for i in range(fb.SubgraphsLength())]
-    buffers = [_read_buffer(fb.Buffers(i), i) for i in range(fb.BuffersLength())]
+    whole = memoryview(data)
+    buffers = [_read_buffer(fb.Buffers(i), i, whole) for i in range(fb.BuffersLength())]
     metadata = []
     for i in range(fb.MetadataLength()):
         meta = fb.Metadata(i)
@@ -85,10 +93,16 @@ def _read_opcode(code: tflite.OperatorCode) -> OperatorCode:
     return OperatorCode(builtin, int(code.Version()), None if custom is None else _text(custom))
 
 
-def _read_buffer(buf: tflite.Buffer, index: int) -> bytes:
-    if buf.Offset() > 1:
-        raise GraphError(f"buffer {index} is stored outside the flatbuffer (>2 GB model)")
-    return b"" if buf.DataIsNone() else buf.DataAsNumpy().tobytes()
+def _read_buffer(buf: tflite.Buffer, index: int, whole: memoryview) -> bytes | memoryview:
+    """A zero-copy view of a buffer's data, inside the flatbuffer or appended after it."""
+    offset, size = int(buf.Offset()), int(buf.Size())
+    if offset > 1:
+        if offset + size > len(whole):
+            raise GraphError(f"buffer {index} ({size} bytes at {offset}) lies outside the file")
+        return whole[offset : offset + size]
+    if buf.DataIsNone() or buf.DataLength() == 0:
+        return b""
+    return memoryview(buf.DataAsNumpy())
 
 
 def _read_subgraph(sg: tflite.SubGraph) -> Subgraph:
@@ -177,19 +191,65 @@ def _check_data_size(t: Tensor, size: int) -> None:
 
 
 # --------------------------------------------------------------------------------------- write
-def write_model(model: Model, prune: bool = False) -> bytes:
-    """Serializes a Model; the same Model always gives the same bytes.
+def write_model(model: Model, prune: bool = False, *, external: bool | None = None) -> bytes:
+    """Serializes a Model; the same Model (and arguments) always give the same bytes.
 
     With ``prune=True`` buffers that no tensor or metadata entry uses are dropped (renumbered).
+    ``external``: store constant data after the flatbuffer (Buffer.offset/size, as TFLite does for
+    models over 2 GB; both runtimes load it) instead of inside it. By default only models with
+    more than EXTERNAL_ABOVE bytes of constants are written so, which keeps writing them cheap:
+    the data is never copied into a flatbuffer builder.
     """
+    return b"".join(_pieces(model, prune, external))
+
+
+def write_model_to(
+    model: Model, out: BinaryIO, prune: bool = False, *, external: bool | None = None
+) -> int:
+    """Streams exactly the bytes of `write_model` to a binary file; returns their number."""
+    written = 0
+    for piece in _pieces(model, prune, external):
+        out.write(piece)
+        written += len(piece)
+    return written
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _pieces(model: Model, prune: bool, external: bool | None) -> list[bytes | memoryview]:
     validate(model)
     if prune:
         model = pruned(model)
-    hint = sum(len(b) + 2 * _ALIGN for b in model.buffers) + 4096
-    hint += sum(256 * (len(sg.tensors) + len(sg.operators)) for sg in model.subgraphs)
+    if external is None:
+        external = sum(len(b) for b in model.buffers) > EXTERNAL_ABOVE
+    if not external:
+        return [_flatbuffer(model, None)]
+    # Offsets depend on the flatbuffer's length, which does not depend on their values.
+    probe = len(_flatbuffer(model, [_PLACEHOLDER if len(b) else 0 for b in model.buffers]))
+    offsets, position = [], _align(probe)
+    for data in model.buffers:
+        offsets.append(position if len(data) else 0)
+        position = _align(position + len(data)) if len(data) else position
+    head = _flatbuffer(model, offsets)
+    if len(head) != probe:
+        raise GraphError("internal error: flatbuffer size changed between passes")
+    pieces: list[bytes | memoryview] = [head, bytes(_align(probe) - probe)]
+    for data, offset in zip(model.buffers, offsets, strict=True):
+        if len(data):
+            pieces += [data, bytes(_align(offset + len(data)) - offset - len(data))]
+    return pieces
+
+
+def _flatbuffer(model: Model, offsets: list[int] | None) -> bytes:
+    """The flatbuffer; constant data inside it, or referenced by ``offsets`` (0: no data)."""
+    hint = 4096 + sum(256 * (len(sg.tensors) + len(sg.operators)) for sg in model.subgraphs)
+    if offsets is None:
+        hint += sum(len(b) + 2 * ALIGN for b in model.buffers)
     builder = flatbuffers.Builder(min(hint, _MAX_SIZE))
     try:
-        root = _write_root(builder, model)
+        root = write_root(builder, model, offsets)
         builder.Finish(root, file_identifier=IDENTIFIER)
     except (flatbuffers.builder.BuilderSizeError, OverflowError) as exc:
         raise GraphError(f"model too large for a flatbuffer: {exc}") from exc
@@ -214,139 +274,3 @@ def pruned(model: Model) -> Model:
         buffers=[model.buffers[i] for i in order],
         metadata=[(name, new_index[i]) for name, i in model.metadata],
     )
-
-
-def _write_root(b: flatbuffers.Builder, model: Model) -> int:
-    buffers = _table_vector(b, [_write_buffer(b, data) for data in model.buffers])
-    codes = _table_vector(b, [_write_opcode(b, c) for c in model.operator_codes])
-    subgraphs = _table_vector(b, [_write_subgraph(b, sg) for sg in model.subgraphs])
-    metadata = _table_vector(b, [_write_metadata(b, n, i) for n, i in model.metadata])
-    description = b.CreateString(model.description.encode("utf-8", "surrogateescape"))
-    tflite.ModelStart(b)
-    tflite.ModelAddVersion(b, model.version)
-    tflite.ModelAddOperatorCodes(b, codes)
-    tflite.ModelAddSubgraphs(b, subgraphs)
-    tflite.ModelAddDescription(b, description)
-    tflite.ModelAddBuffers(b, buffers)
-    if model.metadata:
-        tflite.ModelAddMetadata(b, metadata)
-    return int(tflite.ModelEnd(b))
-
-
-def _table_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
-    b.StartVector(4, len(offsets), 4)
-    for off in reversed(offsets):
-        b.PrependUOffsetTRelative(off)
-    return int(b.EndVector())
-
-
-def _numbers(b: flatbuffers.Builder, values: Any, dtype: type) -> int:
-    return int(b.CreateNumpyVector(np.asarray(values, dtype=dtype).reshape(-1)))
-
-
-def _write_buffer(b: flatbuffers.Builder, data: bytes) -> int:
-    vector = None
-    if len(data):
-        b.StartVector(1, len(data), _ALIGN)
-        b.head = b.Head() - len(data)
-        b.Bytes[b.Head() : b.Head() + len(data)] = data
-        b.vectorNumElems = len(data)
-        vector = b.EndVector()
-    tflite.BufferStart(b)
-    if vector is not None:
-        tflite.BufferAddData(b, vector)
-    return int(tflite.BufferEnd(b))
-
-
-def _write_opcode(b: flatbuffers.Builder, code: OperatorCode) -> int:
-    custom = None if code.custom_code is None else b.CreateString(code.custom_code)
-    tflite.OperatorCodeStart(b)
-    tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code.builtin_code, _GREATER_OP_CODES))
-    if custom is not None:
-        tflite.OperatorCodeAddCustomCode(b, custom)
-    tflite.OperatorCodeAddVersion(b, code.version)
-    tflite.OperatorCodeAddBuiltinCode(b, code.builtin_code)
-    return int(tflite.OperatorCodeEnd(b))
-
-
-def _write_metadata(b: flatbuffers.Builder, name: str, buffer: int) -> int:
-    text = b.CreateString(name)
-    tflite.MetadataStart(b)
-    tflite.MetadataAddName(b, text)
-    tflite.MetadataAddBuffer(b, buffer)
-    return int(tflite.MetadataEnd(b))
-
-
-def _write_subgraph(b: flatbuffers.Builder, sg: Subgraph) -> int:
-    tensors = _table_vector(b, [_write_tensor(b, t) for t in sg.tensors])
-    operators = _table_vector(b, [_write_operator(b, op) for op in sg.operators])
-    inputs = _numbers(b, sg.inputs, np.int32)
-    outputs = _numbers(b, sg.outputs, np.int32)
-    name = b.CreateString(sg.name)
-    tflite.SubGraphStart(b)
-    tflite.SubGraphAddTensors(b, tensors)
-    tflite.SubGraphAddInputs(b, inputs)
-    tflite.SubGraphAddOutputs(b, outputs)
-    tflite.SubGraphAddOperators(b, operators)
-    tflite.SubGraphAddName(b, name)
-    return int(tflite.SubGraphEnd(b))
-
-
-def _write_tensor(b: flatbuffers.Builder, t: Tensor) -> int:
-    shape = _numbers(b, t.shape, np.int32)
-    name = b.CreateString(t.name.encode("utf-8", "surrogateescape"))
-    quant = None if t.quantization is None else _write_quantization(b, t.quantization)
-    signature = None
-    if t.shape_signature is not None:
-        signature = _numbers(b, t.shape_signature, np.int32)
-    tflite.TensorStart(b)
-    tflite.TensorAddShape(b, shape)
-    tflite.TensorAddType(b, dtypes.to_tflite(t.dtype))
-    tflite.TensorAddBuffer(b, t.buffer)
-    tflite.TensorAddName(b, name)
-    if quant is not None:
-        tflite.TensorAddQuantization(b, quant)
-    tflite.TensorAddIsVariable(b, t.is_variable)
-    if signature is not None:
-        tflite.TensorAddShapeSignature(b, signature)
-    return int(tflite.TensorEnd(b))
-
-
-def _write_quantization(b: flatbuffers.Builder, q: Quantization) -> int:
-    qmin = None if q.min is None else _numbers(b, q.min, np.float32)
-    qmax = None if q.max is None else _numbers(b, q.max, np.float32)
-    scale = _numbers(b, q.scale, np.float32) if np.size(q.scale) else None
-    zero = _numbers(b, q.zero_point, np.int64) if np.size(q.zero_point) else None
-    tflite.QuantizationParametersStart(b)
-    if qmin is not None:
-        tflite.QuantizationParametersAddMin(b, qmin)
-    if qmax is not None:
-        tflite.QuantizationParametersAddMax(b, qmax)
-    if scale is not None:
-        tflite.QuantizationParametersAddScale(b, scale)
-    if zero is not None:
-        tflite.QuantizationParametersAddZeroPoint(b, zero)
-    tflite.QuantizationParametersAddQuantizedDimension(b, q.quantized_dimension)
-    return int(tflite.QuantizationParametersEnd(b))
-
-
-def _write_operator(b: flatbuffers.Builder, op: Operator) -> int:
-    inputs = _numbers(b, op.inputs, np.int32)
-    outputs = _numbers(b, op.outputs, np.int32)
-    options = None if op.options is None else write_options(b, op.options)
-    custom = None if op.custom_options is None else b.CreateByteVector(bytes(op.custom_options))
-    tflite.OperatorStart(b)
-    tflite.OperatorAddOpcodeIndex(b, op.opcode_index)
-    tflite.OperatorAddInputs(b, inputs)
-    tflite.OperatorAddOutputs(b, outputs)
-    if op.options is not None and options is not None:
-        union, code = options_union(op.options.kind)
-        if union == 1:
-            tflite.OperatorAddBuiltinOptionsType(b, code)
-            tflite.OperatorAddBuiltinOptions(b, options)
-        else:
-            tflite.OperatorAddBuiltinOptions2Type(b, code)
-            tflite.OperatorAddBuiltinOptions2(b, options)
-    if custom is not None:
-        tflite.OperatorAddCustomOptions(b, custom)
-    return int(tflite.OperatorEnd(b))

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tflite
 
 from edge_app.errors import GraphError
+from edge_app.inference import graph_io
 from edge_app.inference.builder import GraphBuilder
 from edge_app.inference.graph import Operator, OperatorCode, Options, Quantization
-from edge_app.inference.graph_io import pruned, read_model, write_model
+from edge_app.inference.graph_io import pruned, read_model, write_model, write_model_to
 from edge_app.inference.interpreter import Runner
 from edge_app.inference.options_io import fields_of
 
@@ -137,7 +139,7 @@ def test_prune_drops_unreferenced_buffers() -> None:
     assert kept.metadata == [("note", len(kept.buffers) - 1)]
     full, small = write_model(model), write_model(model, prune=True)
     assert len(full) - len(small) >= 5000
-    assert read_model(small).buffers == kept.buffers
+    assert [bytes(b) for b in read_model(small).buffers] == [bytes(b) for b in kept.buffers]
 
 
 @pytest.mark.interpreter
@@ -191,3 +193,51 @@ def test_write_rejects_inconsistent_models() -> None:
 def test_not_bytes_raises_graph_error() -> None:
     with pytest.raises(GraphError):
         read_model("model.tflite")  # type: ignore[arg-type]
+
+
+def test_external_layout_round_trips_and_streams(tmp_path: Path) -> None:
+    model = read_model(_small_model_bytes())
+    external = write_model(model, external=True)
+    assert external != write_model(model)
+    again = read_model(external)
+    assert [bytes(b) for b in again.buffers] == [bytes(b) for b in model.buffers]
+    assert write_model(again, external=True) == external
+    assert write_model(again) == write_model(model)  # back to the embedded layout
+    fb = tflite.Model.GetRootAs(external, 0)
+    data_buffers = [fb.Buffers(i) for i in range(fb.BuffersLength()) if fb.Buffers(i).Size()]
+    assert data_buffers and all(b.Offset() % 16 == 0 and b.DataIsNone() for b in data_buffers)
+    path = tmp_path / "m.tflite"
+    with path.open("wb") as out:
+        assert write_model_to(again, out, external=True) == len(external)
+    assert path.read_bytes() == external
+
+
+def test_large_models_use_the_external_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = read_model(_small_model_bytes())
+    monkeypatch.setattr(graph_io, "EXTERNAL_ABOVE", 100)
+    assert write_model(model) == write_model(model, external=True)
+    monkeypatch.setattr(graph_io, "EXTERNAL_ABOVE", 10**9)
+    assert write_model(model) == write_model(model, external=False)
+
+
+def test_buffers_are_views_into_the_file() -> None:
+    data = _small_model_bytes()
+    model = read_model(data)
+    views = [b for b in model.buffers if len(b)]
+    assert views and all(isinstance(b, memoryview) and b.readonly for b in views)
+    assert all(bytes(b) in data for b in views)
+
+
+def test_external_buffer_outside_the_file_is_rejected() -> None:
+    external = write_model(read_model(_small_model_bytes()), external=True)
+    with pytest.raises(GraphError, match="outside the file"):
+        read_model(external[: len(external) - 64])
+
+
+@pytest.mark.interpreter
+def test_external_layout_runs_in_the_runtime() -> None:
+    model = read_model(_small_model_bytes())
+    x = np.random.default_rng(4).normal(size=(1, 6, 6, 2)).astype(np.float32)
+    embedded = Runner(write_model(model)).run(x)["probs"]
+    external = Runner(write_model(model, external=True)).run(x)["probs"]
+    np.testing.assert_array_equal(embedded, external)
