@@ -146,7 +146,8 @@
     if (typeof d.load === "number") {
       const bar = h("div", { class: d.load > 0.85 ? "bar hot" : "bar" }, h("span"));
       bar.firstChild.style.width = `${Math.min(1, d.load) * 100}%`;
-      row(dl, "load", pct(d.load), bar);
+      row(dl, "load", pct(d.load));
+      dl.append(bar);
     }
     if (d.queue !== null && d.queue !== undefined) row(dl, "queue", `${d.queue} / ${d.queue_limit || "∞"}`);
     for (const s of d.service || []) {
