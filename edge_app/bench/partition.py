@@ -1,7 +1,8 @@
 """`edge-app bench partition`: what cutting a model into stages costs.
 
 Per model: the sum of the stage run times over the whole model's run time, in the same process
-with the same thread count (runs of whole and stages interleaved, median of the ratios); the time
+with the same thread count (runs of whole and stages interleaved; the median of the ratios, by wall
+clock and by process CPU time, which a loaded machine disturbs less); the time
 to cut every stage of the default (Musical-Chair) split; and the peak memory of that split,
 measured with tracemalloc in a fresh subprocess (the model file's bytes included), relative to
 the model file's size.
@@ -37,9 +38,7 @@ class PartitionResult:
     model: str
     model_bytes: int
     stages: int
-    whole_s: float
-    stages_s: float
-    ratio: float  # median over repeats of (sum of stage times) / (whole-model time)
+    timings: Timings
     outputs_equal: bool
     split_s: float
     split_peak_bytes: int
@@ -92,23 +91,34 @@ def _time_split(data: bytes) -> float:
     return time.perf_counter() - start
 
 
-def _interleaved(
-    whole: Any, stages: list[Any], feed: dict[str, Any], repeats: int
-) -> tuple[list[float], list[float]]:
+@dataclass(frozen=True)
+class Timings:
+    whole_s: float  # median wall time of the whole model
+    stages_s: float  # median wall time of the stages in sequence
+    wall_ratio: float  # median over interleaved pairs of stages/whole, wall clock
+    cpu_ratio: float  # the same with process CPU time (robust on a loaded machine)
+
+
+def _interleaved(whole: Any, stages: list[Any], feed: dict[str, Any], repeats: int) -> Timings:
     """Alternating timed runs of the whole model and of the stages in sequence."""
     from edge_app.inference.verify import run_stages
 
-    whole_t: list[float] = []
-    stage_t: list[float] = []
+    wall: list[tuple[float, float]] = []
+    cpu: list[tuple[float, float]] = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         whole.run(feed)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         run_stages(stages, feed)
-        t2 = time.perf_counter()
-        whole_t.append(t1 - t0)
-        stage_t.append(t2 - t1)
-    return whole_t, stage_t
+        t2, c2 = time.perf_counter(), time.process_time()
+        wall.append((t1 - t0, t2 - t1))
+        cpu.append((c1 - c0, c2 - c1))
+    return Timings(
+        whole_s=statistics.median(w for w, _ in wall),
+        stages_s=statistics.median(s for _, s in wall),
+        wall_ratio=statistics.median(s / w for w, s in wall),
+        cpu_ratio=statistics.median(s / max(w, 1e-9) for w, s in cpu),
+    )
 
 
 def bench_model(name: str, small: bool, repeats: int, threads: int) -> PartitionResult:
@@ -135,14 +145,11 @@ def bench_model(name: str, small: bool, repeats: int, threads: int) -> Partition
     reference = whole.run(feed)
     env = run_stages(stages, feed)  # also the warm-up of the stages
     equal = all(compare_outputs(ref, env[n]).ok for n, ref in reference.items())
-    whole_t, stage_t = _interleaved(whole, stages, feed, repeats)
     return PartitionResult(
         model=f"{name}{' (small)' if small else ''}",
         model_bytes=len(data),
         stages=len(specs),
-        whole_s=statistics.median(whole_t),
-        stages_s=statistics.median(stage_t),
-        ratio=statistics.median(s / w for s, w in zip(stage_t, whole_t, strict=True)),
+        timings=_interleaved(whole, stages, feed, repeats),
         outputs_equal=equal,
         split_s=split_s,
         split_peak_bytes=cost.peak_bytes,
@@ -152,14 +159,16 @@ def bench_model(name: str, small: bool, repeats: int, threads: int) -> Partition
 def format_table(results: list[PartitionResult], threads: int, repeats: int) -> str:
     lines = [
         f"threads={threads} repeats={repeats}",
-        "| model | file MB | stages | whole s (median) | stages s (median) "
-        "| stages/whole (median of pairs) | outputs equal | split s | split peak MB | peak/file |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | file MB | stages | whole s | stages s | stages/whole wall | stages/whole CPU "
+        "| outputs equal | split s | split peak MB | peak/file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        t = r.timings
         lines.append(
-            f"| {r.model} | {r.model_bytes / 1e6:.1f} | {r.stages} | {r.whole_s:.4f} "
-            f"| {r.stages_s:.4f} | {r.ratio:.3f} | {'yes' if r.outputs_equal else 'NO'} "
+            f"| {r.model} | {r.model_bytes / 1e6:.1f} | {r.stages} | {t.whole_s:.4f} "
+            f"| {t.stages_s:.4f} | {t.wall_ratio:.3f} | {t.cpu_ratio:.3f} "
+            f"| {'yes' if r.outputs_equal else 'NO'} "
             f"| {r.split_s:.2f} | {r.split_peak_bytes / 1e6:.1f} | {r.memory_ratio:.2f} |"
         )
     return "\n".join(lines) + "\n"
