@@ -15,6 +15,7 @@ from edge_app.errors import EdgeAppError
 COMMAND_MODULES = (
     "model",
     "fleet",
+    "control",
     "inject",
     "sensor",
     "dashboard",
