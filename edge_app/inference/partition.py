@@ -95,6 +95,16 @@ def _check_no_control_flow(model: Model, ops: Iterable[int]) -> None:
             )
 
 
+def _renumbered(op: Operator, tmap: dict[int, int], omap: dict[int, int]) -> Operator:
+    return Operator(
+        opcode_index=omap[op.opcode_index],
+        inputs=[tmap[t] if t >= 0 else -1 for t in op.inputs],
+        outputs=[tmap[t] if t >= 0 else -1 for t in op.outputs],
+        options=op.options,
+        custom_options=op.custom_options,
+    )
+
+
 def slice_stage(model: Model, stage: StageSpec) -> Model:
     """A stand-alone model of the stage (only the tensors, buffers and opcodes it uses)."""
     sub = model.main
@@ -114,20 +124,9 @@ def slice_stage(model: Model, stage: StageSpec) -> Model:
     omap = {old: new for new, old in enumerate(opcodes)}
     tensors = [
         dataclasses.replace(sub.tensors[t], buffer=bmap.get(sub.tensors[t].buffer, 0))
-        if is_constant(model, sub.tensors[t])
-        else dataclasses.replace(sub.tensors[t], buffer=0)
         for t in sorted(used)
     ]
-    operators = [
-        Operator(
-            opcode_index=omap[sub.operators[i].opcode_index],
-            inputs=[tmap[t] if t >= 0 else -1 for t in sub.operators[i].inputs],
-            outputs=[tmap[t] if t >= 0 else -1 for t in sub.operators[i].outputs],
-            options=sub.operators[i].options,
-            custom_options=sub.operators[i].custom_options,
-        )
-        for i in ops
-    ]
+    operators = [_renumbered(sub.operators[i], tmap, omap) for i in ops]
     new_sub = Subgraph(
         tensors=tensors,
         operators=operators,
