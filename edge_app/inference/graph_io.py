@@ -118,6 +118,8 @@ def _read_subgraph(sg: tflite.SubGraph) -> Subgraph:
 
 
 def _read_tensor(t: tflite.Tensor) -> Tensor:
+    if t.Sparsity() is not None:
+        raise GraphError(f"tensor {_text(t.Name())!r} is stored sparse, which is not supported")
     signature = None
     if not t.ShapeSignatureIsNone():
         signature = tuple(int(v) for v in t.ShapeSignatureAsNumpy())

@@ -167,6 +167,8 @@ def test_names_are_deterministic_and_stable() -> None:
         lambda g, t: g.conv2d(t, _weights(2, 1, 1, 4), None, padding="full"),
         lambda g, t: g.conv2d(t, _weights(2, 1, 1, 4), None, activation="tanh"),
         lambda g, t: g.add(t, g.input("other", (1, 3))),
+        lambda g, t: g.add(t, g.const("c", np.zeros(4, np.float64))),  # dtypes differ
+        lambda g, t: g.concat([t, g.input("i", (1, 3, 3, 1), np.int8)]),
         lambda g, t: g.conv3d(t, _weights(1, 1, 1, 4, 2), None),  # rank 4 input
     ],
 )
