@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -41,6 +42,13 @@ class Publisher(Protocol):
     def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Parked:
+    header: Header
+    tensors: Tensors
+    upstream: tuple[UpstreamAck, ...]
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class Courier:
         self.offline: set[str] = set()
         self._cond = threading.Condition(threading.RLock())
         self._closed = False
+        self._parked: deque[Parked] = deque()
 
     # --- state from the network ---------------------------------------------------------------
     def set_plan(self, plan: Plan) -> None:
@@ -95,65 +104,74 @@ class Courier:
             else:
                 self.offline.add(device)
             self._cond.notify_all()
-        if not online:
-            self.check()
+        self.check()
 
     def on_ack(self, ack: Ack) -> bool:
         """Release what ``ack`` acknowledges; True if we held it."""
         with self._cond:
             entry = self.table.release(ack)
-            if entry is not None:
-                self._cond.notify_all()
-        if entry is None:
-            return False
-        self._flush(self._ack_messages(entry.upstream))
+            if entry is None:
+                return False
+            self._cond.notify_all()
+            out = self._ack_messages(entry.upstream)
+            if self._parked:  # room for a parked job
+                out += self._pump()
+        self._flush(out)
         return True
 
     def close(self) -> None:
-        """Wake every waiting sender; later sends fail with reason ``shutdown``."""
+        """Drop what is parked and every later send (reason ``shutdown``)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            out = self._pump()
+        self._flush(out)
 
     # --- sending ------------------------------------------------------------------------------
     def forward(
-        self,
-        header: Header,
-        tensors: Tensors,
-        upstream: Iterable[UpstreamAck] = (),
-        *,
-        wait: bool = True,
+        self, header: Header, tensors: Tensors, upstream: Iterable[UpstreamAck] = ()
     ) -> DropReason | None:
-        """Route the input of ``header.stage`` and hold it; None when sent, else why it dropped.
+        """Route the input of ``header.stage`` and hold it; None when sent or parked.
 
-        Waits (this is the pipeline's back-pressure) while every seat is busy or no seat is live,
-        until the job's deadline. On a drop the outcome is published and ``upstream`` acked.
+        Never blocks: while every seat is busy (their windows full) or none is live, the job is
+        parked, and sent in order as soon as room appears (an ack, a plan, a device back
+        online, the timer). ``upstream`` is acked only once the job is really sent, so the
+        senders before us run out of window: that is the pipeline's back-pressure. A parked job
+        past its deadline is dropped (reason ``deadline``, or ``no_route`` if no seat was live).
         """
-        upstream = tuple(upstream)
+        item = Parked(header, tensors, tuple(upstream))
         with self._cond:
-            while True:
-                got = self._route(header.stage)
-                if not isinstance(got, NoRoute):
-                    out = self._send_routed(header, tensors, got, upstream)
-                    break
-                if got.reason == "full" and self.table.full:
-                    got = NoRoute("full", "custody table full")
-                reason = self._wait_reason(header, got, wait)
-                if reason is not None:
-                    self._flush(self._drop_messages(header, reason, got.detail, upstream))
-                    return reason
+            if len(self._parked) >= self.config.capacity or self._closed:
+                reason: DropReason = "shutdown" if self._closed else "backpressure"
+                out = self._drop_messages(header, reason, "too many parked jobs", item.upstream)
+            else:
+                self._parked.append(item)
+                out = self._pump()
+                reason = None  # type: ignore[assignment]
         self._flush(out)
-        return None
+        return reason
 
-    def _wait_reason(self, header: Header, got: NoRoute, wait: bool) -> DropReason | None:
-        """Wait for room (under the lock); the drop reason once waiting is over."""
-        if self._closed:
-            return "shutdown"
-        remaining = header.deadline - time.time()
-        if not wait or remaining <= 0:
-            return "no_route" if got.reason == "no_route" else "deadline"
-        self._cond.wait(timeout=min(remaining, 0.1))
-        return None
+    def _pump(self) -> Outgoing:
+        """Send the parked jobs that have a route now, drop the expired ones (lock held)."""
+        out: Outgoing = []
+        keep: deque[Parked] = deque()
+        now = time.time()
+        for item in self._parked:
+            got = self._route(item.header.stage)
+            if not isinstance(got, NoRoute):
+                out += self._send_routed(item.header, item.tensors, got, item.upstream)
+            elif now > item.header.deadline or self._closed:
+                why: DropReason = "no_route" if got.reason == "no_route" else "deadline"
+                why = "shutdown" if self._closed else why
+                out += self._drop_messages(item.header, why, got.detail, item.upstream)
+            else:
+                keep.append(item)
+        self._parked = keep
+        return out
+
+    def parked(self) -> int:
+        with self._cond:
+            return len(self._parked)
 
     def send_partial(
         self, header: Header, tensors: Tensors, upstream: Iterable[UpstreamAck]
@@ -203,6 +221,7 @@ class Courier:
             )
             for entry, trigger in due:
                 out += self._act(entry, trigger)
+            out += self._pump()
         self._flush(out)
 
     def _act(self, entry: Entry, trigger: Trigger) -> Outgoing:
@@ -339,6 +358,6 @@ class Courier:
         """Wait until nothing is held (e.g. before a clean stop); True if drained."""
         end = time.monotonic() + timeout_s
         with self._cond:
-            while len(self.table) and time.monotonic() < end:
+            while (len(self.table) or self._parked) and time.monotonic() < end:
                 self._cond.wait(timeout=0.05)
-            return not len(self.table)
+            return not len(self.table) and not self._parked

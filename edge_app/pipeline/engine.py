@@ -51,7 +51,13 @@ class Work:
 def error_kind(exc: Exception) -> ErrorKind:
     """Classify a rejected message for its ErrorReport."""
     text = str(exc).lower()
-    for word, kind in (("exceeds", "size"), ("dtype", "dtype"), ("shape", "shape")):
+    pairs = (
+        ("exceeds", "size"),
+        ("in the payload", "decode"),
+        ("dtype", "dtype"),
+        ("shape", "shape"),
+    )
+    for word, kind in pairs:
         if word in text:
             return kind  # type: ignore[return-value]
     return "decode" if isinstance(exc, DecodeError) else "runtime"

@@ -64,7 +64,7 @@ class Worker:
         device_id: str,
         model_path: Path | str,
         threads: int = 1,
-        queue_limit: int = 8,
+        queue_limit: int = 64,
         *,
         transport: Transport | None = None,
         loader: Loader | None = None,

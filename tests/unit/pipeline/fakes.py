@@ -71,7 +71,7 @@ class FakeStage:
         self.calls = 0
 
     def check(self, tensors: Tensors) -> None:
-        (_, x), = tensors
+        ((_, x),) = tensors
         width = IN if self.seat.stage.index == 0 else HID if self.seat.stage.index == 2 else IN
         if x.dtype != np.float32:
             raise DecodeError(f"dtype: expected float32, got {x.dtype}")
@@ -82,7 +82,7 @@ class FakeStage:
         self.calls += 1
         if self.delay:
             time.sleep(self.delay)
-        (_, x), = tensors
+        ((_, x),) = tensors
         i = self.seat.stage.index
         if i == 0:
             return (("y", conv(x)),)
@@ -105,41 +105,72 @@ class FakeLoader:
 def make_plan(
     epoch: int,
     conv: list[str],
+    *,
     fc: list[str] | None = None,
     head_: list[str] | None = None,
     fc_shards: list[str] | None = None,
     mergers: list[str] | None = None,
 ) -> Plan:
     """A plan: conv replicas, fc replicas or shards (equal split), head replicas."""
-    stages = [StagePlan(stage=STAGES[0], mode="replicated",
-                        replicas=[Replica(device=d) for d in conv])]  # fmt: skip
+    stages = [
+        StagePlan(stage=STAGES[0], mode="replicated", replicas=[Replica(device=d) for d in conv])
+    ]
     if fc_shards:
         k = len(fc_shards)
         bounds = [round(HID * i / k) for i in range(k + 1)]
-        seats = [ShardSeat(device=d, index=i, lo=bounds[i], hi=bounds[i + 1])
-                 for i, d in enumerate(fc_shards)]  # fmt: skip
-        stages.append(StagePlan(stage=STAGES[1], mode="sharded", shards=seats,
-                                mergers=[Replica(device=d) for d in mergers or []]))  # fmt: skip
+        seats = [
+            ShardSeat(device=d, index=i, lo=bounds[i], hi=bounds[i + 1])
+            for i, d in enumerate(fc_shards)
+        ]
+        stages.append(
+            StagePlan(
+                stage=STAGES[1],
+                mode="sharded",
+                shards=seats,
+                mergers=[Replica(device=d) for d in mergers or []],
+            )
+        )
     else:
-        stages.append(StagePlan(stage=STAGES[1], mode="replicated",
-                                replicas=[Replica(device=d) for d in fc or conv]))  # fmt: skip
-    stages.append(StagePlan(stage=STAGES[2], mode="replicated",
-                            replicas=[Replica(device=d) for d in head_ or conv]))  # fmt: skip
-    return Plan(epoch=epoch, ts=time.time(), scheduler="sched",
-                model=ModelRef(name="fake", sha256=SHA), stages=stages)  # fmt: skip
+        stages.append(
+            StagePlan(
+                stage=STAGES[1], mode="replicated", replicas=[Replica(device=d) for d in fc or conv]
+            )
+        )
+    stages.append(
+        StagePlan(
+            stage=STAGES[2], mode="replicated", replicas=[Replica(device=d) for d in head_ or conv]
+        )
+    )
+    return Plan(
+        epoch=epoch,
+        ts=time.time(),
+        scheduler="sched",
+        model=ModelRef(name="fake", sha256=SHA),
+        stages=stages,
+    )
 
 
 class Source:
     """Publishes jobs for stage 0 through a Courier (holding custody) and collects outcomes."""
 
-    def __init__(self, transport: Transport, topics: Topics, sensor: str = "cam1",
-                 ack_timeout_s: float = 10.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        transport: Transport,
+        topics: Topics,
+        sensor: str = "cam1",
+        ack_timeout_s: float = 10.0,
+    ) -> None:
         self.transport = transport
         self.topics = topics
         self.sensor = sensor
         self.accounting = Accounting("source", "sensor")
-        self.courier = Courier(transport, topics, "source", self.accounting,
-                               config=CourierConfig(window=64, ack_timeout_s=ack_timeout_s))  # fmt: skip
+        self.courier = Courier(
+            transport,
+            topics,
+            "source",
+            self.accounting,
+            config=CourierConfig(window=8, ack_timeout_s=ack_timeout_s),
+        )
         self.outcomes: dict[str, JobOutcome] = {}
         self.duplicates = 0
         self.inputs: dict[str, np.ndarray] = {}
@@ -174,8 +205,17 @@ class Source:
     def send(self, seq: int, x: np.ndarray, deadline_s: float = 30.0) -> str:
         job = f"{self.sensor}-{seq}-{uuid.uuid4().hex[:6]}"
         now = time.time()
-        header = Header(job=job, sensor=self.sensor, seq=seq, created=now,
-                        deadline=now + deadline_s, epoch=0, stage=0, attempt=0, sender="source")  # fmt: skip
+        header = Header(
+            job=job,
+            sensor=self.sensor,
+            seq=seq,
+            created=now,
+            deadline=now + deadline_s,
+            epoch=0,
+            stage=0,
+            attempt=0,
+            sender="source",
+        )
         self.inputs[job] = x
         reason = self.courier.forward(header, (("x", x),))
         assert reason is None, reason

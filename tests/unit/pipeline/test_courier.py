@@ -28,8 +28,17 @@ class Tap:
 
 def header(job: str = "j1", deadline_s: float = 30.0, stage: int = 0) -> Header:
     now = time.time()
-    return Header(job=job, sensor="cam", seq=1, created=now, deadline=now + deadline_s,
-                  epoch=0, stage=stage, attempt=0, sender="src")  # fmt: skip
+    return Header(
+        job=job,
+        sensor="cam",
+        seq=1,
+        created=now,
+        deadline=now + deadline_s,
+        epoch=0,
+        stage=stage,
+        attempt=0,
+        sender="src",
+    )
 
 
 def courier(bus: MemoryBus, **kw: float) -> Courier:
@@ -110,28 +119,50 @@ def test_timeouts_resend_then_drop_after_max_sends(memory_bus: MemoryBus) -> Non
     assert (out.status, out.reason) == ("dropped", "error")
 
 
-def test_full_window_waits_then_drops_at_deadline(memory_bus: MemoryBus) -> None:
-    c = courier(memory_bus, window=1)
+def test_full_window_parks_then_drops_at_deadline(memory_bus: MemoryBus) -> None:
+    tap = Tap(memory_bus)
+    c = courier(memory_bus, window=1, deadline_grace_s=60.0)
     c.set_plan(make_plan(1, conv=["a"]))
     assert c.forward(header("j1"), X) is None
-    start = time.monotonic()
-    assert c.forward(header("j2", deadline_s=0.2), X) == "deadline"
-    assert time.monotonic() - start >= 0.15
+    up = UpstreamAck("src", Ack("j2", 0, None, 0, "me"))
+    assert c.forward(header("j2", deadline_s=0.1), X, [up]) is None  # parked, not blocking
+    assert c.parked() == 1 and len(tap.on("task")) == 1 and not tap.on("ack")
+    time.sleep(0.15)
+    c.check()
+    out = decode(JobOutcome, tap.on("result")[0].payload)
+    assert (out.job, out.reason) == ("j2", "deadline")
+    assert c.parked() == 0 and len(tap.on("ack")) == 1
 
 
-def test_no_plan_means_no_route(memory_bus: MemoryBus) -> None:
+def test_no_plan_parks_then_drops_as_no_route(memory_bus: MemoryBus) -> None:
+    tap = Tap(memory_bus)
     c = courier(memory_bus)
-    assert c.forward(header(deadline_s=0.05), X) == "no_route"
+    assert c.forward(header(deadline_s=0.05), X) is None
+    time.sleep(0.08)
+    c.check()
+    assert decode(JobOutcome, tap.on("result")[0].payload).reason == "no_route"
 
 
-def test_waiting_sender_proceeds_when_an_ack_frees_room(memory_bus: MemoryBus) -> None:
-    import threading
-
+def test_parked_job_goes_out_in_order_when_an_ack_frees_room(memory_bus: MemoryBus) -> None:
+    tap = Tap(memory_bus)
     c = courier(memory_bus, window=1)
     c.set_plan(make_plan(1, conv=["a"]))
-    c.forward(header("j1"), X)
-    threading.Timer(0.1, lambda: c.on_ack(Ack("j1", 0, None, 0, "a"))).start()
-    assert c.forward(header("j2", deadline_s=5), X) is None
+    for job in ("j1", "j2", "j3"):
+        c.forward(header(job), X)
+    assert c.parked() == 2
+    up = UpstreamAck("src", Ack("j2", 0, None, 0, "me"))
+    c.on_ack(Ack("j1", 0, None, 0, "a"))
+    jobs = [decode_envelope(m.payload).header.job for m in tap.on("task")]
+    assert jobs == ["j1", "j2"] and c.parked() == 1 and up
+
+
+def test_parked_job_waits_for_a_plan(memory_bus: MemoryBus) -> None:
+    tap = Tap(memory_bus)
+    c = courier(memory_bus)
+    c.forward(header(), X)
+    assert not tap.on("task")
+    c.set_plan(make_plan(1, conv=["a"]))
+    assert len(tap.on("task")) == 1 and c.parked() == 0
 
 
 def test_fanout_sender_resends_when_the_merger_dies(memory_bus: MemoryBus) -> None:

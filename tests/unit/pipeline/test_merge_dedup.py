@@ -7,12 +7,31 @@ from edge_app.pipeline.dedup import Dedup
 from edge_app.pipeline.merge import MergeBuffer, Partial, check_partial
 
 
-def partial(job: str, shard: int, layout: tuple[int, ...], attempt: int = 0,
-            value: float | None = None, width: int | None = None) -> Partial:  # fmt: skip
+def partial(
+    job: str,
+    shard: int,
+    layout: tuple[int, ...],
+    *,
+    attempt: int = 0,
+    value: float | None = None,
+    width: int | None = None,
+) -> Partial:
     lo, hi = layout[shard], layout[shard + 1]
-    h = Header(job=job, sensor="cam", seq=1, created=0.0, deadline=1e12, epoch=1, stage=1,
-               attempt=attempt, sender=f"s{shard}", shard=shard, bounds=(lo, hi), layout=layout,
-               merge_to="m")  # fmt: skip
+    h = Header(
+        job=job,
+        sensor="cam",
+        seq=1,
+        created=0.0,
+        deadline=1e12,
+        epoch=1,
+        stage=1,
+        attempt=attempt,
+        sender=f"s{shard}",
+        shard=shard,
+        bounds=(lo, hi),
+        layout=layout,
+        merge_to="m",
+    )
     fill = float(shard) if value is None else value
     array = np.full((1, width if width is not None else hi - lo), fill, np.float32)
     return Partial(Envelope(h, (("z", array),)), 0.0)
@@ -67,8 +86,10 @@ def test_malformed_partials_are_refused() -> None:
     with pytest.raises(DecodeError, match="last axis"):
         check_partial(partial("a", 0, (0, 2, 5), width=3).envelope)
     p = partial("a", 1, (0, 2, 5))
-    bad = Envelope(p.envelope.header.__class__(**{**p.envelope.header.__dict__, "bounds": (2, 4)}),
-                   p.envelope.tensors)  # fmt: skip
+    bad = Envelope(
+        p.envelope.header.__class__(**{**p.envelope.header.__dict__, "bounds": (2, 4)}),
+        p.envelope.tensors,
+    )
     with pytest.raises(DecodeError, match="bounds"):
         check_partial(bad)
     buf = MergeBuffer()

@@ -79,14 +79,21 @@ def test_merge_candidates_for_a_last_stage() -> None:
     last = plan.stages[1].model_copy(update={"mergers": [Replica(device="m")]})
     solo = plan.model_copy(update={"stages": [plan.stages[0], last]})
     assert [r.device for r in merge_candidates(solo, 1)] == ["m"]
-    nomerger = plan.model_copy(update={"stages": [plan.stages[0], last.model_copy(
-        update={"mergers": []})]})  # fmt: skip
+    nomerger = plan.model_copy(
+        update={"stages": [plan.stages[0], last.model_copy(update={"mergers": []})]}
+    )
     assert [r.device for r in merge_candidates(nomerger, 1)] == ["s0", "s1"]
 
 
 def test_shards_that_do_not_tile_are_refused() -> None:
-    gap = StagePlan(stage=STAGES[1], mode="sharded", shards=[
-        ShardSeat(device="a", index=0, lo=0, hi=5), ShardSeat(device="b", index=1, lo=6, hi=12)])  # fmt: skip
+    gap = StagePlan(
+        stage=STAGES[1],
+        mode="sharded",
+        shards=[
+            ShardSeat(device="a", index=0, lo=0, hi=5),
+            ShardSeat(device="b", index=1, lo=6, hi=12),
+        ],
+    )
     assert shard_layout(gap) is None
     plan = make_plan(1, conv=["a"]).model_copy(update={"stages": [gap]})
     got = Router().route(plan, 0, inflight={})

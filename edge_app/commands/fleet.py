@@ -1,0 +1,92 @@
+"""``edge-app worker``: run a worker of the fleet on this device."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from edge_app.config import add_fleet_args, fleet_config_from_args
+from edge_app.errors import ConfigError
+from edge_app.messages.topics import check_id
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "worker",
+        help="run a worker: heartbeats, loads the stages the plan gives it, runs jobs",
+        description="Run a worker. It reports itself to the scheduler, cuts and loads the stages "
+        "the newest plan seats it on (from its local copy of the model, hash-checked) and runs "
+        "jobs until stopped (Ctrl-C or SIGTERM: finishes what it holds, then goes offline).",
+    )
+    p.add_argument("--device", required=True, metavar="ID", help="device id (A-Z a-z 0-9 _ . -)")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="NAME_OR_PATH",
+        help="model folder/card/.tflite path, a models/ name, or a zoo name",
+    )
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter threads")
+    p.add_argument("--queue", type=int, default=64, metavar="N", help="job queue limit")
+    p.add_argument(
+        "--emulate",
+        default=None,
+        metavar="PROFILE",
+        help="emulate a device profile (e.g. a Raspberry Pi 3B) on this host",
+    )
+    add_fleet_args(p)
+    p.set_defaults(func=run_worker)
+
+
+def emulation_hook(profile: str) -> Any:
+    """The compute hook that makes this host behave like ``profile`` (filled in by issue 7).
+
+    Returns a ``ComputeHook`` (``(seat_key, seconds) -> None``, called after each stage run, e.g.
+    to sleep the difference to the emulated device's speed); the profile name is also reported
+    in heartbeats as ``hardware.emulated``.
+    """
+    raise ConfigError(f"--emulate {profile}: device emulation is not available in this build")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from edge_app.inference.catalog import resolve_model
+    from edge_app.roles.worker import Worker, WorkerOptions
+
+    device = check_id(args.device, "device id")
+    if args.threads < 1 or args.queue < 1:
+        raise ConfigError("--threads and --queue must be at least 1")
+    config = fleet_config_from_args(args)
+    card, path = resolve_model(args.model)
+    hook = emulation_hook(args.emulate) if args.emulate else None
+    worker = Worker(
+        config,
+        device,
+        path,
+        threads=args.threads,
+        queue_limit=args.queue,
+        model_name=card.name,
+        labels=card.labels,
+        options=WorkerOptions(emulate=args.emulate),
+        compute_hook=hook,
+    )
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.start()
+    print(
+        f"worker {device} on {config.broker.display_url} fleet {config.fleet}: model "
+        f"{card.name} ({path}), {args.threads} thread(s), queue {args.queue}",
+        flush=True,
+    )
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        worker.stop()
+    return 0
