@@ -17,7 +17,7 @@ from edge_app.provision.fleet import FleetFile
 
 HEADER_ROOM = 64 * 1024  # envelope header, trace records, several tensor entries
 ROUND_TO = 64 * 1024
-MIN_LIMIT = 256 * 1024
+MIN_LIMIT = 128 * 1024
 
 
 def largest_activation_bytes(path: Path) -> int:
