@@ -160,8 +160,8 @@ def format_table(results: list[PartitionResult], threads: int, repeats: int) -> 
     lines = [
         f"threads={threads} repeats={repeats}",
         "| model | file MB | stages | whole s | stages s | stages/whole wall | stages/whole CPU "
-        "| outputs equal | split s | split peak MB | peak/file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| outputs equal | split s | split peak MB | peak/file | (peak-file)/file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         t = r.timings
@@ -169,7 +169,8 @@ def format_table(results: list[PartitionResult], threads: int, repeats: int) -> 
             f"| {r.model} | {r.model_bytes / 1e6:.1f} | {r.stages} | {t.whole_s:.4f} "
             f"| {t.stages_s:.4f} | {t.wall_ratio:.3f} | {t.cpu_ratio:.3f} "
             f"| {'yes' if r.outputs_equal else 'NO'} "
-            f"| {r.split_s:.2f} | {r.split_peak_bytes / 1e6:.1f} | {r.memory_ratio:.2f} |"
+            f"| {r.split_s:.2f} | {r.split_peak_bytes / 1e6:.1f} | {r.memory_ratio:.2f} "
+            f"| {r.memory_ratio - 1:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
