@@ -3,6 +3,7 @@ and a scheduler killed (-9) and replaced mid-stream without a gap or an epoch go
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -150,3 +151,40 @@ def test_a_joining_worker_gets_work_and_a_leaving_one_is_unseated(
         sched.stop()
         for w in workers:
             w.stop()
+
+
+def test_status_shows_the_fleet(fleet: FleetConfig, stream: Stream) -> None:
+    workers = start_workers(fleet, "w1", "w2")
+    sched = Scheduler(fleet, PROFILE, "sched")
+    sched.start()
+    try:
+        plan = stream.wait_plan(lambda p: seated(p) == {"w1", "w2"}, timeout=10)
+        args = ["--broker", fleet.broker.url, "--fleet", fleet.fleet, "--wait", "1.0"]
+        out = run_cli("status", "--json", *args)
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["plan"]["epoch"] == plan.epoch
+        assert report["plan"]["model"]["sha256"] == PROFILE.model.sha256
+        devices = {d["device"]: d for d in report["devices"]}
+        assert {"w1", "w2", "sched"} <= set(devices)
+        for name in ("w1", "w2"):
+            assert devices[name]["state"] == "online" and devices[name]["role"] == "worker"
+            assert devices[name]["seats"] and devices[name]["heartbeat_age_s"] < 1.0
+        assert devices["sched"]["role"] == "scheduler"
+        text = run_cli("status", *args)
+        assert text.returncode == 0 and f"epoch {plan.epoch}" in text.stdout
+        assert "w1" in text.stdout and "stage 0 replicated" in text.stdout
+    finally:
+        sched.stop()
+        for w in workers:
+            w.stop()
+    empty = run_cli("status", "--broker", fleet.broker.url, "--fleet", "nobody", "--wait", "0.3")
+    assert empty.returncode == 1 and "nothing heard" in empty.stdout
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_app.cli", *args],
+        check=False, capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[3],
+    )  # fmt: skip
