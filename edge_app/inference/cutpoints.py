@@ -12,6 +12,7 @@ set (bitsets over operator indices), not as a prefix of the operator list.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from edge_app.inference.graph import Model, Operator
@@ -93,11 +94,14 @@ def analyze_cuts(model: Model) -> CutAnalysis:
     anc = ancestor_sets(model)
     readers, input_readers = _crossing_masks(model)
     graph_outputs = set(sub.outputs)
+    name_counts = Counter(t.name for t in sub.tensors)
     points: list[int] = []
     for t in sorted(range(len(sub.tensors)), key=lambda x: (prod[x], x)):
         p = prod[t]
         if p < 0 or t in graph_outputs or is_constant(model, sub.tensors[t]):
             continue
+        if name_counts[sub.tensors[t].name] != 1:
+            continue  # a stage names its inputs: an ambiguous name cannot be a cut
         a = anc[p]
         rest = everything & ~a
         if rest == 0 or not readers[t] & rest or input_readers & rest:

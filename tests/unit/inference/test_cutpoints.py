@@ -177,3 +177,11 @@ def test_cut_points_are_in_topological_order(model: Model) -> None:
     names = cut_points(model)
     positions = [producer[[t.name for t in sub.tensors].index(n)] for n in names]
     assert positions == sorted(positions)
+
+
+def test_tensors_with_ambiguous_names_are_not_cut_points() -> None:
+    model = make_graph(
+        [("RELU", ["x"], ["a"]), ("TANH", ["a"], ["b"]), ("RELU", ["b"], ["y"])], ["x"], ["y"]
+    )
+    model.main.tensors[2].name = "a"  # b renamed: two tensors called "a"
+    assert cut_points(model) == []
