@@ -46,8 +46,9 @@ def thumbnail(sensor: str, hue: int) -> bytes:
     x = 50 + hue % 60
     draw.ellipse((x - 8, 30, x + 8, 46), outline=(250, 240, 220), width=3)
     draw.line((x, 46, x, 72), fill=(250, 240, 220), width=3)
-    draw.line((x, 52, x - 14, 40), fill=(250, 240, 220), width=3)
-    draw.line((x, 52, x + 14, 62), fill=(250, 240, 220), width=3)
+    lift = (hue // 37) % 3 * 10  # a different pose per camera
+    draw.line((x, 52, x - 14, 50 - lift), fill=(250, 240, 220), width=3)
+    draw.line((x, 52, x + 14, 42 + lift), fill=(250, 240, 220), width=3)
     draw.line((x, 72, x - 10, 90), fill=(250, 240, 220), width=3)
     draw.line((x, 72, x + 10, 90), fill=(250, 240, 220), width=3)
     draw.text((6, 4), sensor, fill=(255, 255, 255))

@@ -281,8 +281,8 @@ class FleetState:
             return []
         was = dev.online(now)
         dev.heartbeat, dev.seen, dev.role = hb, now, hb.role
-        if dev.state != "online" and dev.status_ts < hb.ts:
-            dev.state = "online"  # heartbeats newer than an offline status: it is back
+        if dev.status_ts == 0:
+            dev.state = "online"  # no status seen yet (none retained): heartbeats say it lives
         return self._device_events(dev, was, now)
 
     def _device(self, device: str) -> Device | None:

@@ -38,7 +38,10 @@ window.EdgeCharts = (function () {
       const W = Math.max(200, this.host.clientWidth || 300);
       const H = Math.max(80, this.host.clientHeight || 140);
       const left = 34, right = 6, top = 16, bottom = 16;
-      const t0 = now - this.span;
+      // The window grows with the data (30 s .. span) so a fresh dashboard is not a flat line.
+      const first = points.length ? points[0].t : now;
+      const span = Math.max(30, Math.min(this.span, now - first));
+      const t0 = now - span;
       const visible = points.filter((p) => p.t >= t0);
       let max = 0;
       for (const p of visible) for (const s of this.series) {
@@ -46,7 +49,7 @@ window.EdgeCharts = (function () {
         if (typeof v === "number" && v > max) max = v;
       }
       const ymax = niceMax(max);
-      const x = (t) => left + ((t - t0) / this.span) * (W - left - right);
+      const x = (t) => left + ((t - t0) / span) * (W - left - right);
       const y = (v) => top + (1 - v / ymax) * (H - top - bottom);
       const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" });
       for (const f of [0, 0.5, 1]) {
@@ -54,7 +57,8 @@ window.EdgeCharts = (function () {
         svg.appendChild(el("line", { class: "grid-line", x1: left, x2: W - right, y1: yy, y2: yy }));
         svg.appendChild(el("text", { class: "axis", x: left - 4, y: yy + 3, "text-anchor": "end" }, fmt(ymax * f)));
       }
-      svg.appendChild(el("text", { class: "axis", x: left, y: H - 2 }, `-${Math.round(this.span / 60)} min`));
+      const ago = span >= 90 ? `-${Math.round(span / 60)} min` : `-${Math.round(span)} s`;
+      svg.appendChild(el("text", { class: "axis", x: left, y: H - 2 }, ago));
       svg.appendChild(el("text", { class: "axis", x: W - right, y: H - 2, "text-anchor": "end" }, "now"));
       this.series.forEach((s, i) => {
         let run = [];

@@ -100,6 +100,15 @@ def test_missed_heartbeats_mark_a_device_stale(state: FleetState) -> None:
     assert back[0].data["online"] and back[0].data["change"] == "online"
 
 
+def test_heartbeats_without_a_status_count_as_online_but_not_after_a_will(
+    state: FleetState,
+) -> None:
+    assert state.ingest(T.heartbeat("w9"), f.heartbeat("w9", ts=NOW), NOW)[0].data["online"]
+    state.ingest(T.status("w9"), f.status("w9", "offline", ts=NOW - 50), NOW + 0.1)  # the will
+    late = state.ingest(T.heartbeat("w9"), f.heartbeat("w9", seq=2, ts=NOW + 0.2), NOW + 0.2)
+    assert late[0].data["online"] is False
+
+
 def test_cleared_status_removes_the_device(state: FleetState) -> None:
     state.ingest(T.status("w1"), f.status("w1"), NOW)
     events = state.ingest(T.status("w1"), b"", NOW)
