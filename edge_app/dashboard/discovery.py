@@ -36,6 +36,7 @@ SERVICE_TEMPLATE = (
     "{{ ((t | max) if t else 0) | round(4) }}"
 )
 HEARTBEAT_EXPIRE_S = 60
+MAX_OBJECT_ID = 64  # DiscoveryTopics.config accepts ids of 1-64 characters
 
 
 def ha_id(value: str) -> str:
@@ -75,6 +76,9 @@ class DiscoveryBuilder:
 
     def _config(self, component: str, object_id: str, payload: Json) -> EntityConfig:
         oid = f"{self.node}_{object_id}"
+        if len(oid) > MAX_OBJECT_ID:  # long ids: keep a readable head, make it unique by hash
+            digest = hashlib.sha256(oid.encode()).hexdigest()[:10]
+            oid = f"{oid[: MAX_OBJECT_ID - 11]}_{digest}"
         topic = self.discovery.config(component, self.node, oid)
         return EntityConfig(topic, {**payload, "unique_id": oid, "origin": ORIGIN, "qos": 1})
 

@@ -59,6 +59,7 @@ class Dashboard:
         self._inbox_lock = threading.Lock()
         self.inbox_limit = INBOX_LIMIT
         self.inbox_dropped = 0
+        self.dispatch_errors = 0
         self._camera_sent: dict[str, float] = {}
         self._camera_dirty: dict[str, dict[str, Any]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -147,7 +148,11 @@ class Dashboard:
                 return []
         events = self.state.ingest(topic, payload, now)
         for event in events:
-            self._dispatch(event, now)
+            try:
+                self._dispatch(event, now)
+            except Exception:  # a bug must cost one event, never the dashboard
+                self.dispatch_errors += 1
+                log.exception("dashboard: handling %s from %s failed", event.kind, topic)
         return events
 
     def _dispatch(self, event: Event, now: float) -> None:
@@ -195,6 +200,7 @@ class Dashboard:
             "device": self.device_id,
             "connected": self.connected,
             "inbox_dropped": self.inbox_dropped,
+            "dispatch_errors": self.dispatch_errors,
             "history_lost": self.store.lost,
             "fleet": self.topics.root,
         }

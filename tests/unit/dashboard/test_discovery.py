@@ -52,7 +52,7 @@ def test_ids_are_mapped_to_what_ha_accepts() -> None:
     assert ha_id("pi.kitchen") == mapped  # stable
 
 
-@pytest.mark.parametrize("ident", ["cam1", "pi.kitchen", "A-b_c.9"])
+@pytest.mark.parametrize("ident", ["cam1", "pi.kitchen", "A-b_c.9", "x" * 64, "y." * 32])
 def test_every_config_follows_ha_rules(builder: DiscoveryBuilder, ident: str) -> None:
     configs = builder.camera(ident) + builder.device(ident, "worker")
     assert len(configs) == 5
@@ -189,3 +189,10 @@ def test_dashboard_drives_discovery_from_fleet_messages() -> None:
     assert len(broker.sent) == 2  # the camera's two configs again
     dash.feed(D.birth, b"offline")
     assert len(broker.sent) == 2
+
+
+def test_long_ids_stay_unique_and_within_limits(builder: DiscoveryBuilder) -> None:
+    a = builder.device("x" * 63 + "a", "worker")
+    b = builder.device("x" * 63 + "b", "worker")
+    ids = {c.payload["unique_id"] for c in a + b}
+    assert len(ids) == 6 and all(len(i) <= 64 for i in ids)
