@@ -15,6 +15,8 @@ from edge_app.scheduling.profile import ModelProfile, StageProfile
 from edge_app.scheduling.registry import DeviceView
 
 MIN_STAGE_S = 1e-6  # a floor so that zero-cost stages still have a finite rate
+# A device's service time is trusted after this many jobs (the first runs warm caches up).
+MIN_JOBS = 20
 
 
 def seat_share(previous: Plan | None, device: str, stage: int, shard: int | None) -> float | None:
@@ -59,7 +61,7 @@ class Costs:
                 share = seat_share(previous, d.device, load.stage, load.shard)
                 if load.stage >= len(profile.stages) or share is None or not usable:
                     continue
-                if load.jobs > 0 and load.service_time_s > 0:
+                if load.jobs >= MIN_JOBS and load.service_time_s > 0:
                     ref = profile.stages[load.stage].reference_s(share)
                     # normalized to speed 1.0 so that factors of different devices compare
                     costs.factors[(d.device, load.stage)] = load.service_time_s / ref * d.speed

@@ -44,7 +44,7 @@ class PlanPolicy:
     reserve_fraction: float = 0.1  # of memory_total, never planned
     shard_busy_max: float = 0.75
     bounds_tolerance: float = 0.25
-    weight_tolerance: float = 0.2
+    weight_tolerance: float = 0.25
     min_share: float = 0.05  # replicas taking less than this x an average share are not seated
     mergers: int = 2
 

@@ -18,6 +18,8 @@ MAX_DEVICES = 1024
 DEFAULT_INTERVAL_S = 1.0
 # A heartbeat speed or memory change smaller than this fraction is not worth a re-plan.
 MATERIAL_CHANGE = 0.15
+# Service times are smoothed over heartbeats: one noisy interval must not re-weight the fleet.
+SMOOTHING = 0.3
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,17 @@ class DeviceRecord:
     status: DeviceStatus | None = None
     heartbeat: Heartbeat | None = None
     heartbeats: int = 0
+    service: dict[tuple[int, int | None], float] = field(default_factory=dict)  # smoothed
+
+    def smooth(self, hb: Heartbeat) -> None:
+        """Fold the heartbeat's service times into the smoothed ones (stages it still holds)."""
+        fresh: dict[tuple[int, int | None], float] = {}
+        for load in hb.stages:
+            key = (load.stage, load.shard)
+            old = self.service.get(key)
+            x = load.service_time_s
+            fresh[key] = x if old is None or old <= 0 else SMOOTHING * x + (1 - SMOOTHING) * old
+        self.service = fresh
 
     @property
     def interval_s(self) -> float:
@@ -59,7 +72,10 @@ class DeviceRecord:
             speed=hb.speed,
             memory_total=hb.hardware.memory_total,
             memory_available=hb.hardware.memory_available,
-            stages=tuple(hb.stages),
+            stages=tuple(
+                s.model_copy(update={"service_time_s": self.service.get((s.stage, s.shard), 0.0)})
+                for s in hb.stages
+            ),
             epoch=hb.epoch,
             load=hb.load,
             queue_depth=hb.queue_depth,
@@ -105,6 +121,7 @@ class Registry:
         old, was = rec.heartbeat, rec.online
         rec.heartbeat, rec.role, rec.last_seen, rec.online = hb, hb.role, now, True
         rec.heartbeats += 1
+        rec.smooth(hb)
         return not was or old is None or _material(old, hb)
 
     def expire(self, now: float) -> list[str]:

@@ -63,6 +63,6 @@ def fleet(*speeds: float, memory_mb: int = 0) -> list[DeviceView]:
     return [device(f"w{i}", s, memory_mb) for i, s in enumerate(speeds)]
 
 
-def measured(view: DeviceView, stage: int, seconds: float, jobs: int = 10) -> DeviceView:
+def measured(view: DeviceView, stage: int, seconds: float, jobs: int = 50) -> DeviceView:
     loads = (*view.stages, StageLoad(stage=stage, service_time_s=seconds, jobs=jobs))
     return DeviceView(**{**view.__dict__, "stages": loads})

@@ -129,6 +129,13 @@ def test_measured_service_time_beats_claimed_speed() -> None:
     assert w["w0"] / w["w1"] == pytest.approx(2.0, rel=0.05)
 
 
+def test_a_few_jobs_are_not_a_measurement() -> None:
+    # the first jobs of a freshly loaded stage are slow (warm-up): not trusted before MIN_JOBS
+    devices = [measured(device("w0"), 0, 1.0), measured(device("w1"), 0, 10.0, jobs=3)]
+    w = weights(plan_ok(devices), 0)
+    assert w["w0"] == pytest.approx(w["w1"], rel=0.01)
+
+
 def test_speed_calibrated_from_other_devices_measurements() -> None:
     # only w0 measured the conv stage (2x its estimate); w1 (same speed) is assumed alike
     ref = PROFILE.stages[0].reference_s()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edge_app.messages.schemas import DeviceStatus, Hardware, Heartbeat, StageLoad
 from edge_app.scheduling.registry import Registry
 
@@ -95,3 +97,21 @@ def test_the_registry_is_bounded() -> None:
     assert sorted(reg.devices) == ["w1", "w2", "w9"]  # the offline one is forgotten first
     reg.on_heartbeat(beat("w8", 0, 0.0), now=7.0)
     assert len(reg.devices) == 3
+
+
+def test_service_times_are_smoothed_over_heartbeats() -> None:
+    reg = Registry()
+
+    def with_time(seq: int, seconds: float) -> Heartbeat:
+        hb = beat("w1", seq, float(seq))
+        return hb.model_copy(
+            update={"stages": [StageLoad(stage=0, service_time_s=seconds, jobs=50)]}
+        )
+
+    reg.on_heartbeat(with_time(1, 1.0), now=1.0)
+    assert reg.workers()[0].stages[0].service_time_s == 1.0
+    reg.on_heartbeat(with_time(2, 2.0), now=2.0)  # one slow interval moves it only 30%
+    assert reg.workers()[0].stages[0].service_time_s == pytest.approx(1.3)
+    for seq in range(3, 30):
+        reg.on_heartbeat(with_time(seq, 2.0), now=float(seq))
+    assert reg.workers()[0].stages[0].service_time_s == pytest.approx(2.0, rel=1e-3)
