@@ -28,7 +28,7 @@ def write_root(b: flatbuffers.Builder, model: Model, offsets: list[int] | None) 
     codes = _table_vector(b, [_write_opcode(b, c) for c in model.operator_codes])
     subgraphs = _table_vector(b, [_write_subgraph(b, sg) for sg in model.subgraphs])
     metadata = _table_vector(b, [_write_metadata(b, n, i) for n, i in model.metadata])
-    description = b.CreateString(model.description.encode("utf-8", "surrogateescape"))
+    description = _string(b, model.description)
     tflite.ModelStart(b)
     tflite.ModelAddVersion(b, model.version)
     tflite.ModelAddOperatorCodes(b, codes)
@@ -38,6 +38,11 @@ def write_root(b: flatbuffers.Builder, model: Model, offsets: list[int] | None) 
     if model.metadata:
         tflite.ModelAddMetadata(b, metadata)
     return int(tflite.ModelEnd(b))
+
+
+def _string(b: flatbuffers.Builder, text: str) -> int:
+    """Strings read with surrogateescape (undecodable bytes) are written back byte for byte."""
+    return int(b.CreateString(text.encode("utf-8", "surrogateescape")))
 
 
 def _table_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
@@ -71,7 +76,7 @@ def _write_buffer(b: flatbuffers.Builder, data: bytes | memoryview, offset: int)
 
 
 def _write_opcode(b: flatbuffers.Builder, code: OperatorCode) -> int:
-    custom = None if code.custom_code is None else b.CreateString(code.custom_code)
+    custom = None if code.custom_code is None else _string(b, code.custom_code)
     tflite.OperatorCodeStart(b)
     tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code.builtin_code, _GREATER_OP_CODES))
     if custom is not None:
@@ -82,7 +87,7 @@ def _write_opcode(b: flatbuffers.Builder, code: OperatorCode) -> int:
 
 
 def _write_metadata(b: flatbuffers.Builder, name: str, buffer: int) -> int:
-    text = b.CreateString(name)
+    text = _string(b, name)
     tflite.MetadataStart(b)
     tflite.MetadataAddName(b, text)
     tflite.MetadataAddBuffer(b, buffer)
@@ -94,7 +99,7 @@ def _write_subgraph(b: flatbuffers.Builder, sg: Subgraph) -> int:
     operators = _table_vector(b, [_write_operator(b, op) for op in sg.operators])
     inputs = _numbers(b, sg.inputs, np.int32)
     outputs = _numbers(b, sg.outputs, np.int32)
-    name = b.CreateString(sg.name)
+    name = _string(b, sg.name)
     tflite.SubGraphStart(b)
     tflite.SubGraphAddTensors(b, tensors)
     tflite.SubGraphAddInputs(b, inputs)
@@ -106,7 +111,7 @@ def _write_subgraph(b: flatbuffers.Builder, sg: Subgraph) -> int:
 
 def _write_tensor(b: flatbuffers.Builder, t: Tensor) -> int:
     shape = _numbers(b, t.shape, np.int32)
-    name = b.CreateString(t.name.encode("utf-8", "surrogateescape"))
+    name = _string(b, t.name)
     quant = None if t.quantization is None else _write_quantization(b, t.quantization)
     signature = None
     if t.shape_signature is not None:

@@ -13,6 +13,7 @@ models are written with their data appended after the flatbuffer (see `write_mod
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Any, BinaryIO
 
 import flatbuffers
@@ -255,6 +256,8 @@ def _flatbuffer(model: Model, offsets: list[int] | None) -> bytes:
         builder.Finish(root, file_identifier=IDENTIFIER)
     except (flatbuffers.builder.BuilderSizeError, OverflowError) as exc:
         raise GraphError(f"model too large for a flatbuffer: {exc}") from exc
+    except (struct.error, TypeError, ValueError, UnicodeError) as exc:
+        raise GraphError(f"cannot write the model: {type(exc).__name__}: {exc}") from exc
     return bytes(memoryview(builder.Bytes)[builder.Head() :])
 
 

@@ -172,12 +172,12 @@ def test_truncated_and_corrupted_models_raise_graph_error() -> None:
     for cut in (16, len(data) // 3, len(data) // 2, len(data) - 100):
         with pytest.raises(GraphError):
             read_model(data[:cut])
-    for _ in range(200):  # random byte flips: GraphError or a valid model, never another error
+    for _ in range(300):  # random byte flips: GraphError or a valid model, never another error
         corrupt = bytearray(data)
         for pos in rng.integers(8, len(data), size=4):
             corrupt[pos] = int(rng.integers(0, 256))
         with contextlib.suppress(GraphError):
-            read_model(bytes(corrupt))
+            write_model(read_model(bytes(corrupt)))
 
 
 def test_write_rejects_inconsistent_models() -> None:
@@ -241,3 +241,21 @@ def test_external_layout_runs_in_the_runtime() -> None:
     embedded = Runner(write_model(model)).run(x)["probs"]
     external = Runner(write_model(model, external=True)).run(x)["probs"]
     np.testing.assert_array_equal(embedded, external)
+
+
+def test_undecodable_names_round_trip_byte_for_byte() -> None:
+    model = read_model(_small_model_bytes())
+    odd = b"caf\xe9 \xff".decode("utf-8", "surrogateescape")
+    model.description = odd
+    model.main.name = odd
+    model.main.tensors[0].name = odd
+    again = write_model(read_model(write_model(model)))
+    assert again == write_model(model)
+    assert read_model(again).main.tensors[0].name == odd
+
+
+def test_bad_option_values_raise_graph_error() -> None:
+    model = read_model(_small_model_bytes())
+    model.main.operators[0].options = Options("Conv2DOptions", {"stride_w": "two"})
+    with pytest.raises(GraphError):
+        write_model(model)
