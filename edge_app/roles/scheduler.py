@@ -98,6 +98,7 @@ class Scheduler:
         self._next_metrics = 0.0
         self._hb_seq = 0
         self._no_plan_logged = False
+        self._deaf = False
 
     # --- lifecycle --------------------------------------------------------------------------
     @property
@@ -172,6 +173,8 @@ class Scheduler:
         self._take(msg, Heartbeat, "heartbeat")
 
     def _take(self, msg: Received, kind: type[Message], topic_kind: str | None) -> None:
+        if not msg.payload:
+            return  # a retained message being cleared
         try:
             item = decode(kind, msg.payload)
             if topic_kind is not None:
@@ -218,6 +221,8 @@ class Scheduler:
             try:
                 self._drain()
                 now = self.clock()
+                if not self._hearing(now):
+                    continue
                 gone = self.registry.expire(now)
                 if gone:
                     log.info("%s: missed heartbeats: %s", self.device, ", ".join(gone))
@@ -226,6 +231,20 @@ class Scheduler:
                 self._periodic(now)
             except EdgeAppError as exc:  # never let one bad turn stop the writer of the plan
                 log.error("%s: control loop: %s", self.device, exc)
+
+    def _hearing(self, now: float) -> bool:
+        """False while disconnected from the broker: silence then says nothing about the
+        devices. After a reconnect they get a fresh grace period and the warm-up starts again,
+        so a broker restart does not unseat the whole fleet."""
+        connected = self.transport.connected
+        if connected and self._deaf:
+            self._deaf = False
+            self.registry.grace(now)
+            self._started_at = now
+            log.info("%s: reconnected; warming up again before planning", self.device)
+        elif not connected:
+            self._deaf = True
+        return connected
 
     def _drain(self) -> None:
         try:

@@ -133,6 +133,12 @@ class Registry:
                 gone.append(rec.device)
         return gone
 
+    def grace(self, now: float) -> None:
+        """Count every online device as just heard (after a period we could hear nobody)."""
+        for rec in self.devices.values():
+            if rec.online:
+                rec.last_seen = now
+
     def next_expiry(self) -> float | None:
         """The receiver time at which the next online device would expire (for a timer)."""
         times = [

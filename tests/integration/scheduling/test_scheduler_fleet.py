@@ -188,3 +188,31 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         check=False, capture_output=True, text=True, timeout=60,
         cwd=Path(__file__).resolve().parents[3],
     )  # fmt: skip
+
+
+def test_broker_restart_keeps_the_plan_and_the_stream_goes_on(
+    mosquitto: MosquittoBroker, fleet: FleetConfig, stream: Stream
+) -> None:
+    workers = start_workers(fleet, "w1", "w2")
+    sched = Scheduler(fleet, PROFILE, "sched")
+    sched.start()
+    try:
+        plan = stream.wait_plan(lambda p: seated(p) == {"w1", "w2"}, timeout=10)
+        mosquitto.restart(down_s=1.5)  # longer than 3 missed heartbeats (0.6 s)
+        xs = inputs(30)
+        deadline = time.monotonic() + 15
+        while not (sched.transport.connected and all(w.transport.connected for w in workers)):
+            assert time.monotonic() < deadline, "no reconnect"
+            time.sleep(0.05)
+        stream.pump(3.0)  # warm-up and more: the same fleet is back, nothing to re-plan
+        assert sched.current_plan() == plan, [p.epoch for p in stream.plans]
+        assert [p.epoch for p in stream.plans if p.epoch > plan.epoch] == []
+        for seq, x in enumerate(xs):
+            stream.send(seq, x)
+            stream.pump(0.02)
+        assert stream.wait(30, timeout=30), f"{len(stream.outcomes)} of 30"
+        check_results(stream, 30)
+    finally:
+        sched.stop()
+        for w in workers:
+            w.stop()

@@ -115,3 +115,11 @@ def test_service_times_are_smoothed_over_heartbeats() -> None:
     for seq in range(3, 30):
         reg.on_heartbeat(with_time(seq, 2.0), now=float(seq))
     assert reg.workers()[0].stages[0].service_time_s == pytest.approx(2.0, rel=1e-3)
+
+
+def test_grace_after_a_deaf_period() -> None:
+    reg = Registry()
+    reg.on_heartbeat(beat("w1", 0, 0.0, interval=0.5), now=100.0)
+    reg.grace(now=110.0)  # we could not hear anyone from 100 to 110
+    assert reg.expire(now=111.0) == []
+    assert reg.expire(now=111.6) == ["w1"]

@@ -122,6 +122,7 @@ def test_bad_messages_are_reported_and_planning_goes_on(bus: MemoryBus) -> None:
                 (TOPICS.status("w9"), b"[]" * 200_000),
                 (TOPICS.heartbeat("w8"), fleet[0].status("online")),
                 (TOPICS.plan, b"not a plan"),
+                (TOPICS.status("w5"), b""),  # a retained status being cleared: not an error
             ]:
                 probe.publish(topic, payload)
             fake = FakeWorker(bus.connect("liar"), TOPICS, "w7")
