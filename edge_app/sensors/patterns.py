@@ -64,10 +64,13 @@ def _background(height: int, width: int, rng: np.random.Generator, clutter: bool
     base = rng.integers(20, 236, 3).astype(np.float32)
     tilt = rng.uniform(-40, 40, 3).astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    ramp = (np.cos(angle) * xx / width + np.sin(angle) * yy / height)[..., None]
+    # A linear ramp survives bilinear upscaling exactly: compute it small, let Pillow enlarge it.
+    gh, gw = max(2, height // 8), max(2, width // 8)
+    xx = np.linspace(0, np.cos(angle), gw, dtype=np.float32)
+    yy = np.linspace(0, np.sin(angle), gh, dtype=np.float32)
+    ramp = (yy[:, None] + xx[None, :])[..., None]
     pixels = np.clip(base + tilt * ramp, 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
+    image = Image.fromarray(pixels, "RGB").resize((width, height), Image.Resampling.BILINEAR)
     if clutter:
         draw = ImageDraw.Draw(image)
         for _ in range(int(rng.integers(0, 4))):
@@ -82,13 +85,21 @@ def _background(height: int, width: int, rng: np.random.Generator, clutter: bool
     return image
 
 
+def _mean_colour(image: Image.Image) -> npt.NDArray[Any]:
+    mean: npt.NDArray[Any] = np.asarray(image.reduce(8), dtype=np.float32).mean((0, 1))
+    return mean
+
+
 def _finish(image: Image.Image, noise: float, rng: np.random.Generator) -> _Pixels:
     """Downsample the supersampled picture and add sensor noise."""
     small = image.reduce(_SS)
     pixels = np.asarray(small, dtype=np.float32)
     if noise > 0:
-        pixels = pixels + rng.normal(0.0, noise, pixels.shape).astype(np.float32)
-    return np.clip(pixels + 0.5, 0, 255).astype(np.uint8)
+        grain = rng.standard_normal(pixels.shape, dtype=np.float32)
+        grain *= np.float32(noise)
+        pixels = pixels + grain
+    pixels += np.float32(0.5)
+    return np.clip(pixels, 0, 255, out=pixels).astype(np.uint8)
 
 
 # --- the stick figure ------------------------------------------------------------------------
@@ -230,7 +241,7 @@ class ActionScene:
         ground_low = max(self._size * reach, 0.7 * height * _SS)
         self._ground = float(rng.uniform(ground_low, 0.97 * height * _SS))
         self._bg = _background(height * _SS, width * _SS, rng, clutter=True)
-        self._colour = tuple(int(c) for c in _contrasting(rng, np.asarray(self._bg).mean((0, 1))))
+        self._colour = tuple(int(c) for c in _contrasting(rng, _mean_colour(self._bg)))
         self._line = max(float(rng.uniform(0.035, 0.06)) * self._size, 1.5 * _SS)
         self._filled_head = bool(rng.random() < 0.5)
         self._noise = float(rng.uniform(0.0, 6.0))
@@ -338,7 +349,7 @@ def render_shape(shape: str, height: int, width: int, rng: np.random.Generator) 
     _check_size(height, width)
     h, w = height * _SS, width * _SS
     image = _background(h, w, rng, clutter=False)
-    colour = tuple(int(c) for c in _contrasting(rng, np.asarray(image).mean((0, 1))))
+    colour = tuple(int(c) for c in _contrasting(rng, _mean_colour(image)))
     side = min(h, w)
     r = float(rng.uniform(0.18, 0.36)) * side
     cx = w / 2 + float(rng.uniform(-1, 1)) * (side / 2 - r) * 0.8
