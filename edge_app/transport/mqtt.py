@@ -60,6 +60,7 @@ class MqttTransport:
         self._subacks = threading.Condition()
         self._acked: deque[int] = deque(maxlen=1024)
         self._initial_mid: int | None = None
+        self._ready = threading.Event()
         self._loop_thread: int | None = None
         self._started = False
         self._stopping = False
@@ -135,13 +136,20 @@ class MqttTransport:
             raise TransportError(f"cannot connect to {where}: {exc}") from None
         self._started = True
         self._client.loop_start()
+        # Ready = connected AND the subscriptions of that connection acknowledged. A broker
+        # that drops us right after CONNACK (amqtt does under concurrent subscribes) is
+        # retried by paho's loop within the same timeout.
         deadline = time.monotonic() + self._timeout
-        if self._first.wait(self._timeout) and self._failure is None:
-            mid = self._initial_mid
-            if mid is None or self._wait_suback(mid, deadline - time.monotonic()):
-                return
-            self._failure = "the broker did not acknowledge our subscriptions"
-        reason = self._failure or f"no answer within {self._timeout:g} s"
+        while not self._ready.wait(0.05):
+            if self._failure is not None or time.monotonic() > deadline:
+                break
+        else:
+            return
+        reason = self._failure or (
+            "connected, but our subscriptions were not acknowledged"
+            if self._first.is_set()
+            else f"no answer within {self._timeout:g} s"
+        )
         self._shutdown()
         raise TransportError(f"cannot connect to MQTT broker at {where}: {reason}")
 
@@ -208,7 +216,6 @@ class MqttTransport:
         if reason.is_failure:
             self._failure = f"broker refused the connection: {reason}"
             log.warning("%s: %s", self.client_id, self._failure)
-            self._first.set()
             return
         if self._first.is_set():
             self.reconnects += 1
@@ -218,6 +225,8 @@ class MqttTransport:
         filters = self._subs.filters()
         if filters:
             self._initial_mid = client.subscribe(filters)[1]
+        else:
+            self._ready.set()
         for callback in list(self._callbacks):
             try:
                 callback()
@@ -234,6 +243,8 @@ class MqttTransport:
         with self._subacks:
             self._acked.append(mid)
             self._subacks.notify_all()
+        if mid == self._initial_mid:
+            self._ready.set()
 
     def _on_connect_fail(self, client: paho.Client, _: Any) -> None:
         if not self._first.is_set():
