@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "fleet",
     "control",
     "inject",
+    "up",
     "sensor",
     "dashboard",
     "broker",
