@@ -393,8 +393,9 @@ def pattern_frames(
 ) -> Iterator[tuple[_Pixels, str | None]]:
     """Endless frames of a named pattern for the sensor's ``pattern:NAME`` source.
 
-    ``bars`` and ``box`` are still test patterns (label None); ``actions`` cycles the action
-    classes (label = the action shown); an action name repeats that action in new scenes.
+    ``bars`` and ``box`` are still test patterns (label None); ``actions`` (alias ``demo``)
+    cycles the action classes (label = the action shown); an action name repeats that action in
+    new scenes; ``shapes`` shows each shape class for a second in turn (label = the shape).
     """
     rng = np.random.default_rng(seed)
     if name == "bars":
@@ -406,10 +407,16 @@ def pattern_frames(
         while True:
             yield moving_box(height, width, index), None
             index += 1
-    elif name == "actions":
+    elif name in ("actions", "demo"):
         yield from demo_stream(height, width, fps, rng)
+    elif name == "shapes":
+        while True:
+            for shape in SHAPES:
+                picture = render_shape(shape, height, width, rng)
+                for _ in range(max(1, round(fps))):
+                    yield picture.copy(), shape
     elif name in ACTIONS:
         yield from demo_stream(height, width, fps, rng, actions=(name,))
     else:
-        known = ", ".join((*STILL_PATTERNS, "actions", *ACTIONS))
+        known = ", ".join((*STILL_PATTERNS, "actions", "demo", "shapes", *ACTIONS))
         raise ConfigError(f"unknown pattern {name!r}; known: {known}")

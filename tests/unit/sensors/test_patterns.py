@@ -97,12 +97,14 @@ def test_still_patterns() -> None:
     assert (boxes[0] == 255).any()
 
 
-@pytest.mark.parametrize("name", ["bars", "box", "actions", "jumping"])
+@pytest.mark.parametrize("name", ["bars", "box", "actions", "demo", "shapes", "jumping"])
 def test_pattern_frames(name: str) -> None:
     frames = list(itertools.islice(patterns.pattern_frames(name, 24, 32, seed=1), 3))
     assert all(f.shape == (24, 32, 3) and f.dtype == np.uint8 for f, _ in frames)
     if name == "jumping":
         assert {label for _, label in frames} == {"jumping"}
+    if name == "shapes":
+        assert {label for _, label in frames} == {patterns.SHAPES[0]}
 
 
 def test_bad_names_and_sizes() -> None:
