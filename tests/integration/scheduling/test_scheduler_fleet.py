@@ -194,7 +194,10 @@ def test_broker_restart_keeps_the_plan_and_the_stream_goes_on(
     mosquitto: MosquittoBroker, fleet: FleetConfig, stream: Stream
 ) -> None:
     workers = start_workers(fleet, "w1", "w2")
-    sched = Scheduler(fleet, PROFILE, "sched")
+    # a short debounce, so that only the scheduler's own care can avoid seating the first
+    # worker that reconnects alone
+    options = SchedulerOptions(debounce_s=0.02, max_delay_s=0.05)
+    sched = Scheduler(fleet, PROFILE, "sched", options=options)
     sched.start()
     try:
         plan = stream.wait_plan(lambda p: seated(p) == {"w1", "w2"}, timeout=10)
