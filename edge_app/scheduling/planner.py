@@ -13,7 +13,8 @@
    replicated stage that fits (previous seats first, so re-seating is rare).
 3. Routing weights: a fluid model — each device spends its time left after its shards on the
    replicated stages it holds, shifted towards the stages short of capacity; a replica's weight
-   is its job rate. This is what reaches the compute bound on mixed fleets.
+   is its job rate. This is what reaches the compute bound on mixed fleets. A sharded stage
+   followed by another sharded stage (or by nothing) gets ``mergers`` for its partials.
 4. If the seats equal the previous plan's and every weight moved less than
    ``weight_tolerance``, the previous plan is returned as is (no new epoch).
 """
@@ -252,8 +253,12 @@ def _stage_plans(
     for sp in profile.stages:
         if sp.index in work.shards:
             seats = work.shards[sp.index].seats()
+            # partials go to the next stage's replica when it has replicas; else to mergers
+            last = sp.index == len(profile.stages) - 1
             mergers = (
-                _mergers(work, rates, prev, policy) if sp.index == len(profile.stages) - 1 else []
+                _mergers(work, rates, prev, sp.index, policy)
+                if last or (sp.index + 1 in work.shards)
+                else []
             )
             out.append(StagePlan(stage=sp.stage, mode="sharded", shards=seats, mergers=mergers))
             continue
@@ -289,12 +294,16 @@ def _replicas(
 
 
 def _mergers(
-    work: _Work, rates: dict[tuple[str, int], float], prev: Plan | None, policy: PlanPolicy
+    work: _Work,
+    rates: dict[tuple[str, int], float],
+    prev: Plan | None,
+    stage: int,
+    policy: PlanPolicy,
 ) -> list[Replica]:
-    """Devices that merge the last stage's partials: old mergers first, then the least busy."""
+    """Devices that merge a stage's partials: old mergers first, then the least busy."""
     old: set[str] = set()
-    if prev is not None and prev.stages and prev.stages[-1].mode == "sharded":
-        old = {m.device for m in prev.stages[-1].mergers}
+    if prev is not None and stage < len(prev.stages):
+        old = {m.device for m in prev.stages[stage].mergers}
     busy = {d: 0.0 for d in work.free}
     for (d, s), r in rates.items():
         busy[d] += r * work.costs.time(d, s)

@@ -49,6 +49,7 @@ def check_valid(p: Plan, devices: list[DeviceView], profile: ModelProfile) -> No
     assert [sp.stage for sp in p.stages] == [s.stage for s in profile.stages]
     for sp, stage in zip(p.stages, profile.stages, strict=True):
         assert {r.device for r in sp.replicas} <= names
+        assert {m.device for m in sp.mergers} <= names
         if sp.mode == "replicated":
             assert sp.replicas and not sp.shards
             assert sum(r.weight for r in sp.replicas) == pytest.approx(1.0, abs=1e-3)
@@ -188,7 +189,10 @@ def test_forced_shards_and_mergers_on_a_sharded_last_stage() -> None:
     check_valid(p, devices, profile)
     assert len(p.stages[1].shards) == 2 and len(p.stages[2].shards) == 3
     assert len(p.stages[2].mergers) == 2
-    assert p.stages[1].mergers == []
+    # stage 1's partials go to mergers too: the next stage has no replica to merge them
+    assert len(p.stages[1].mergers) == 2
+    p2 = plan(devices, profile, None, 0.0, PlanPolicy(shards={2: 3}))
+    assert p2 is not None and p2.stages[1].mode == "replicated" and p2.stages[1].mergers == []
 
 
 def test_forced_one_shard_means_replicated() -> None:
