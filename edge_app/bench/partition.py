@@ -3,9 +3,9 @@
 Per model: the sum of the stage run times over the whole model's run time, in the same process
 with the same thread count (runs of whole and stages interleaved; the median of the ratios, by wall
 clock and by process CPU time, which a loaded machine disturbs less); the time
-to cut every stage of the default (Musical-Chair) split; and the peak memory of that split,
-measured with tracemalloc in a fresh subprocess (the model file's bytes included), relative to
-the model file's size.
+to split the model (what ``edge-app model split`` does: plan the default Musical-Chair stages,
+then ``write_split`` their files and manifest); and the peak memory of that split, measured with
+tracemalloc in a fresh subprocess (the model file's bytes included), relative to the file's size.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import concurrent.futures
 import multiprocessing
 import statistics
 import sys
+import tempfile
 import time
 import tracemalloc
 from dataclasses import dataclass
@@ -31,6 +32,14 @@ class SplitCost:
     stages: int
     seconds: float
     peak_bytes: int
+
+
+@dataclass(frozen=True)
+class Timings:
+    whole_s: float  # median wall time of the whole model
+    stages_s: float  # median wall time of the stages in sequence
+    wall_ratio: float  # median over interleaved pairs of stages/whole, wall clock
+    cpu_ratio: float  # the same with process CPU time (robust on a loaded machine)
 
 
 @dataclass(frozen=True)
@@ -57,46 +66,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_partition)
 
 
-def measure_split(path: str) -> SplitCost:
-    """Reads the model and cuts every default stage, under tracemalloc (run in a subprocess)."""
+def measure_split(path: str, trace: bool) -> SplitCost:
+    """``edge-app model split`` of the default stages into a temporary directory: plan, then
+    ``write_split`` (run in a fresh subprocess; ``trace`` measures the peak with tracemalloc)."""
     from edge_app.inference.graph_io import read_model
-    from edge_app.inference.partition import cut_stage_model, default_stages
+    from edge_app.inference.manifest import write_split
+    from edge_app.inference.partition import default_stages
 
-    tracemalloc.start()
-    start = time.perf_counter()
-    model = read_model(Path(path).read_bytes())
-    stages = default_stages(model)
-    for stage in stages:
-        cut_stage_model(model, stage)
-    seconds = time.perf_counter() - start
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        if trace:
+            tracemalloc.start()
+        start = time.perf_counter()
+        stages = default_stages(read_model(Path(path).read_bytes()))
+        write_split(path, Path(tmp) / "split", stages)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] if trace else 0
+        tracemalloc.stop()
     return SplitCost(len(stages), seconds, peak)
 
 
-def _split_in_subprocess(path: Path) -> SplitCost:
+def _split_in_subprocess(path: Path, trace: bool) -> SplitCost:
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(measure_split, str(path)).result()
-
-
-def _time_split(data: bytes) -> float:
-    from edge_app.inference.graph_io import read_model
-    from edge_app.inference.partition import cut_stage_model, default_stages
-
-    start = time.perf_counter()
-    model = read_model(data)
-    for stage in default_stages(model):
-        cut_stage_model(model, stage)
-    return time.perf_counter() - start
-
-
-@dataclass(frozen=True)
-class Timings:
-    whole_s: float  # median wall time of the whole model
-    stages_s: float  # median wall time of the stages in sequence
-    wall_ratio: float  # median over interleaved pairs of stages/whole, wall clock
-    cpu_ratio: float  # the same with process CPU time (robust on a loaded machine)
+        return pool.submit(measure_split, str(path), trace).result()
 
 
 def _interleaved(whole: Any, stages: list[Any], feed: dict[str, Any], repeats: int) -> Timings:
@@ -131,8 +123,8 @@ def bench_model(name: str, small: bool, repeats: int, threads: int) -> Partition
 
     path = zoo.cached_build(name, small)
     data = path.read_bytes()
-    split_s = _time_split(data)
-    cost = _split_in_subprocess(path)
+    split_s = _split_in_subprocess(path, trace=False).seconds
+    cost = _split_in_subprocess(path, trace=True)
     model = read_model(data)
     specs = default_stages(model)
     stages = [

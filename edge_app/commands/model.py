@@ -139,8 +139,9 @@ def cmd_split(args: argparse.Namespace) -> int:
     shards = dict(args.shard)
     if len(shards) != len(args.shard):
         raise ConfigError("a layer is given twice with --shard")
-    path, _data, model = _read(args.model)
+    path, data, model = _read(args.model)
     stages = plan_stages(model, n_stages=args.stages, cuts=args.cut, shard_layers=list(shards))
+    del data, model  # write_split reads the file again; do not hold it twice
     manifest = write_split(path, args.out, stages, shards)
     for entry in manifest.stages:
         files = ", ".join(f.file for f in entry.files)

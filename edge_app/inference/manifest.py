@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from edge_app.errors import PartitionError
 from edge_app.inference.graph import Model
 from edge_app.inference.layers import profile_model, resolve_layer, tensor_index
-from edge_app.inference.partition import StageSpec, cut_stage_model, stage_operators
+from edge_app.inference.partition import StageSpec, stage_model, stage_operators
 from edge_app.inference.shard import layer_weights, shard_bounds
 
 MANIFEST_NAME = "manifest.json"
@@ -99,9 +99,15 @@ def _tensor_entry(model: Model, name: str) -> TensorEntry:
     )
 
 
-def _write(directory: Path, name: str, data: bytes) -> StageFile:
-    (directory / name).write_bytes(data)
-    return StageFile(file=name, sha256=sha256(data), size=len(data))
+def _write(directory: Path, name: str, part: Model) -> StageFile:
+    """Streams the stage model to a file (weights are not copied into one big bytes object)."""
+    from edge_app.inference.graph_io import write_model_to
+
+    with (directory / name).open("w+b") as f:
+        size = write_model_to(part, f)
+        f.seek(0)
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return StageFile(file=name, sha256=digest, size=size)
 
 
 def _stage_entry(model: Model, stage: StageSpec, k: int | None, directory: Path) -> StageEntry:
@@ -110,7 +116,7 @@ def _stage_entry(model: Model, stage: StageSpec, k: int | None, directory: Path)
     base = f"stage{stage.index:02d}"
     if k is None:
         files: tuple[StageFile, ...] = (
-            _write(directory, f"{base}.tflite", cut_stage_model(model, stage)),
+            _write(directory, f"{base}.tflite", stage_model(model, stage)),
         )
     else:
         assert stage.shardable_layer is not None
@@ -118,7 +124,7 @@ def _stage_entry(model: Model, stage: StageSpec, k: int | None, directory: Path)
         bounds = shard_bounds(weights.shape[axis], k)
         files = tuple(
             _write(
-                directory, f"{base}.shard{i}of{k}.tflite", cut_stage_model(model, stage, (i, k))
+                directory, f"{base}.shard{i}of{k}.tflite", stage_model(model, stage, (i, k))
             ).model_copy(update={"shard": i, "rows": (bounds[i], bounds[i + 1])})
             for i in range(k)
         )

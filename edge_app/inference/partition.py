@@ -41,6 +41,7 @@ __all__ = [
     "plan_stages",
     "shard_bounds",
     "slice_stage",
+    "stage_model",
     "stage_operators",
 ]
 
@@ -143,6 +144,24 @@ def slice_stage(model: Model, stage: StageSpec) -> Model:
     )
 
 
+def stage_model(
+    model: Model,
+    stage: StageSpec,
+    shard: tuple[int, int] | None = None,
+    bounds: Sequence[int] | None = None,
+) -> Model:
+    """The stand-alone Model of a stage, or of one shard of it (see ``cut_stage``)."""
+    part = slice_stage(model, stage)
+    if shard is not None:
+        if stage.shardable_layer is None:
+            raise PartitionError(f"stage {stage.index} has no layer that can be sharded")
+        index, k = shard
+        part = shard_stage(part, stage.shardable_layer, index, k, bounds)
+    elif bounds is not None:
+        raise PartitionError("shard bounds given without a shard")
+    return part
+
+
 def cut_stage_model(
     model: Model,
     stage: StageSpec,
@@ -152,15 +171,7 @@ def cut_stage_model(
     """``cut_stage`` on an already parsed model (saves re-parsing when cutting many stages)."""
     from edge_app.inference.graph_io import write_model
 
-    part = slice_stage(model, stage)
-    if shard is not None:
-        if stage.shardable_layer is None:
-            raise PartitionError(f"stage {stage.index} has no layer that can be sharded")
-        index, k = shard
-        part = shard_stage(part, stage.shardable_layer, index, k, bounds)
-    elif bounds is not None:
-        raise PartitionError("shard bounds given without a shard")
-    return write_model(part)
+    return write_model(stage_model(model, stage, shard, bounds))
 
 
 def cut_stage(

@@ -189,7 +189,8 @@ class _Slicer:
 
     def _store(self, tensor_index: int, data: np.ndarray, quant: Quantization | None) -> None:
         old = self.tensors[tensor_index]
-        raw = np.ascontiguousarray(data).tobytes()
+        # A row range of a C-order array is contiguous: a view of the model's buffer, no copy.
+        raw = np.ascontiguousarray(data).data.cast("B")
         if self.users[old.buffer] == 1:
             self.buffers[old.buffer] = raw
             buffer = old.buffer
@@ -231,7 +232,8 @@ class _Slicer:
 
     def slice_const(self, tensor_index: int, axis: int) -> None:
         t = self.tensors[tensor_index]
-        data = np.take(self._array(tensor_index), range(*self.rows), axis=axis)
+        index = (slice(None),) * axis + (slice(*self.rows),)
+        data = self._array(tensor_index)[index]
         self._store(tensor_index, data, self._quant(t.quantization, axis))
 
     def slice_broadcast(self, tensor_index: int) -> None:
