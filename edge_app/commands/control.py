@@ -191,16 +191,18 @@ def print_report(report: dict[str, Any]) -> None:
                 seats = ", ".join(f"{d} {w:.3g}" for d, w in st["replicas"].items())
             print(f"  stage {st['stage']} {st['mode']:<10} {seats}")
     print()
-    head = ("DEVICE", "ROLE", "STATE", "HB", "LOAD", "QUEUE", "EPOCH", "SEATS")
-    print("{:<20} {:<9} {:<8} {:>6} {:>5} {:>6} {:>5}  {}".format(*head))
+    head = ("DEVICE", "ROLE", "STATE", "HB", "LOAD", "QUEUE", "JOBS/s", "EPOCH", "SEATS")
+    print("{:<20} {:<9} {:<8} {:>6} {:>5} {:>6} {:>7} {:>5}  {}".format(*head))
     for d in report["devices"]:
         hb = f"{d['heartbeat_age_s']:.1f}s" if "heartbeat_age_s" in d else "-"
         load = f"{d['load']:.2f}" if "load" in d else "-"
         queue = "{}/{}".format(*d["queue"]) if "queue" in d else "-"
         epoch = str(d.get("epoch", "-")) + ("!" if d.get("behind_plan") else "")
+        rate = d.get("jobs_per_s")
+        jobs = "-" if rate is None else f"{rate:.1f}"
         print(
             f"{d['device']:<20} {d['role'] or '?':<9} {d['state']:<8} {hb:>6} {load:>5}"
-            f" {queue:>6} {epoch:>5}  {', '.join(d['seats']) or '-'}"
+            f" {queue:>6} {jobs:>7} {epoch:>5}  {', '.join(d['seats']) or '-'}"
         )
     _print_counters(report)
 

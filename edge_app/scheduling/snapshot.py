@@ -22,6 +22,7 @@ MAX_DEVICES = 4096
 class FleetSnapshot:
     statuses: dict[str, DeviceStatus] = field(default_factory=dict)
     heartbeats: dict[str, tuple[float, Heartbeat]] = field(default_factory=dict)
+    first_heartbeats: dict[str, Heartbeat] = field(default_factory=dict)  # for job rates
     metrics: dict[str, deque[tuple[float, Metrics]]] = field(default_factory=dict)
     plan: Plan | None = None
     errors: int = 0  # messages that did not decode
@@ -33,6 +34,7 @@ class FleetSnapshot:
     def add_heartbeat(self, hb: Heartbeat, now: float) -> None:
         if hb.device in self.heartbeats or len(self.heartbeats) < MAX_DEVICES:
             self.heartbeats[hb.device] = (now, hb)
+            self.first_heartbeats.setdefault(hb.device, hb)
 
     def add_metrics(self, m: Metrics, now: float) -> None:
         if m.device not in self.metrics and len(self.metrics) >= MAX_DEVICES:
@@ -66,6 +68,7 @@ class FleetSnapshot:
             received, hb = self.heartbeats[device]
             entry["role"] = entry["role"] or hb.role
             entry.update(_heartbeat_fields(hb, now - received))
+            entry["jobs_per_s"] = _job_rate(self.first_heartbeats[device], hb)
             if self.plan is not None and hb.role == "worker":
                 entry["behind_plan"] = hb.epoch < self.plan.epoch
         samples = self.metrics.get(device)
@@ -109,6 +112,16 @@ def _rates(samples: deque[tuple[float, Metrics]]) -> dict[str, float] | None:
         return None
     a, b = _counters(first), _counters(last)
     return {k: round((b[k] - a[k]) / span, 3) for k in ("accepted", "completed", "dropped")}
+
+
+def _job_rate(first: Heartbeat, last: Heartbeat) -> float | None:
+    """Jobs per second over all the stages a device holds, between two of its heartbeats."""
+    span = last.ts - first.ts
+    if span <= 0:
+        return None
+    before = {(s.stage, s.shard): s.jobs for s in first.stages}
+    done = sum(max(0, s.jobs - before.get((s.stage, s.shard), 0)) for s in last.stages)
+    return round(done / span, 3)
 
 
 def _heartbeat_fields(hb: Heartbeat, age: float) -> dict[str, Any]:

@@ -47,6 +47,11 @@ def test_report_lists_devices_seats_and_counters() -> None:
                   queue_limit=8, stages=[StageLoad(stage=0, service_time_s=0.01, jobs=5)]),
         now=109.0,
     )  # fmt: skip
+    snap.add_heartbeat(
+        Heartbeat(device="w1", role="worker", seq=2, ts=3.0, epoch=2, load=0.5, queue_depth=2,
+                  queue_limit=8, stages=[StageLoad(stage=0, service_time_s=0.01, jobs=25)]),
+        now=109.0,
+    )  # fmt: skip
     snap.add_metrics(Metrics(device="cam", role="sensor", ts=100.0, accepted=10), now=100.0)
     snap.add_metrics(Metrics(device="cam", role="sensor", ts=104.0, accepted=30), now=104.0)
     snap.add_metrics(
@@ -61,8 +66,9 @@ def test_report_lists_devices_seats_and_counters() -> None:
     assert devices["w2"]["seats"] == ["0 (w=0.25)", "1[8:16]", "merge 1"]
     assert devices["w1"]["behind_plan"] is True and devices["w1"]["heartbeat_age_s"] == 1.0
     assert devices["w1"]["holds"] == [
-        {"stage": 0, "shard": None, "service_time_s": 0.01, "jobs": 5}
+        {"stage": 0, "shard": None, "service_time_s": 0.01, "jobs": 25}
     ]
+    assert devices["w1"]["jobs_per_s"] == 10.0  # 20 jobs in the 2 s between its heartbeats
     assert devices["w9"]["state"] == "offline" and "load" not in devices["w9"]
     assert devices["cam"]["rates"] == {"accepted": 5.0, "completed": 0.0, "dropped": 0.0}
     assert devices["w1"]["rates"] is None  # one sample only
