@@ -14,7 +14,6 @@ import contextlib
 import json
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -177,52 +176,62 @@ def _pace(fleet: Any, rate: float, seconds: float) -> int:
     return sent
 
 
-def run_bench(broker: BrokerConfig, rate: float, seconds: float) -> DashboardBench:
+def _measure(page: Any, fleet: Any, pid: int, rate: float, seconds: float) -> DashboardBench:
     import psutil
+
+    from edge_app.dashboard.series import percentile
+
+    proc = psutil.Process(pid)
+    cpu0, t0 = proc.cpu_times(), time.monotonic()
+    sent = _pace(fleet, rate, seconds)
+    time.sleep(1.0)  # let the last results reach the page
+    cpu1, t1 = proc.cpu_times(), time.monotonic()
+    delays = [float(d) for d in page.evaluate("window.edgeDash.delays")]
+    busy = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+
+    def ms(q: float) -> float:
+        value = percentile(delays, q)
+        return float("nan") if value is None else 1000 * value
+
+    return DashboardBench(
+        rate=rate,
+        seconds=seconds,
+        sent=sent,
+        shown=len(delays),
+        delay_p50_ms=ms(50),
+        delay_p95_ms=ms(95),
+        delay_max_ms=ms(100),
+        cpu_percent=100 * busy / (t1 - t0),
+        rss_mb=proc.memory_info().rss / 2**20,
+    )
+
+
+def run_bench(broker: BrokerConfig, rate: float, seconds: float) -> DashboardBench:
     from playwright.sync_api import sync_playwright
 
     from edge_app.dashboard.demo import DemoFleet
     from edge_app.messages.topics import Topics
     from edge_app.transport.mqtt import MqttTransport
 
-    topics = Topics.for_fleet("bench")
-    with tempfile.TemporaryDirectory(prefix="edge-bench-dash-") as tmp, sync_playwright() as pw:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edge-bench-dash-"))
+        pw = stack.enter_context(sync_playwright())
         dash = DashboardProcess(broker.url, "bench", Path(tmp) / "history.sqlite3")
         dash.start()
+        stack.callback(dash.stop)
         publisher = MqttTransport(broker, client_id="bench-fleet")
         publisher.start()
+        stack.callback(publisher.stop)
         browser = launch_chromium(pw)
-        try:
-            page = browser.new_page()
-            page.goto(dash.url)
-            page.wait_for_function("window.edgeDash && window.edgeDash.snapshots > 0")
-            fleet = DemoFleet(publisher, topics)
-            fleet.start()
-            time.sleep(1.0)
-            proc = psutil.Process(dash.pid)
-            cpu0, t0 = proc.cpu_times(), time.monotonic()
-            sent = _pace(fleet, rate, seconds)
-            time.sleep(1.0)
-            cpu1, t1 = proc.cpu_times(), time.monotonic()
-            rss = proc.memory_info().rss
-            delays = [float(d) for d in page.evaluate("window.edgeDash.delays")]
-        finally:
-            browser.close()
-            publisher.stop()
-            dash.stop()
-    busy = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    ordered = sorted(delays) or [float("nan")]
-    return DashboardBench(
-        rate=rate,
-        seconds=seconds,
-        sent=sent,
-        shown=len(delays),
-        delay_p50_ms=1000 * statistics.median(ordered),
-        delay_p95_ms=1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
-        delay_max_ms=1000 * ordered[-1],
-        cpu_percent=100 * busy / (t1 - t0),
-        rss_mb=rss / 2**20,
-    )
+        stack.callback(browser.close)
+        page = browser.new_page()
+        page.goto(dash.url)
+        page.wait_for_function("window.edgeDash && window.edgeDash.snapshots > 0")
+        fleet = DemoFleet(publisher, Topics.for_fleet("bench"))
+        fleet.start()
+        time.sleep(1.0)
+        return _measure(page, fleet, dash.pid, rate, seconds)
+    raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

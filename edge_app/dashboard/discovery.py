@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from edge_app import __version__
@@ -168,12 +169,19 @@ class DiscoveryBuilder:
 
 
 def camera_state(summary: Json) -> bytes:
-    """The retained ``camera/<sensor>`` payload: the action with confidence and time."""
+    """The retained ``camera/<sensor>`` payload: the action with confidence and time.
+
+    Home Assistant shows every key as an attribute of the camera's Action sensor; ``time`` is
+    ISO 8601 (UTC) for people and templates, ``timestamp`` the same instant in Unix seconds.
+    """
+    ts = summary.get("ts")
+    when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") if ts else None
     return json.dumps(
         {
             "action": summary.get("label"),
             "confidence": summary.get("score"),
-            "time": summary.get("ts"),
+            "time": when,
+            "timestamp": ts,
             "seq": summary.get("seq"),
             "latency_s": summary.get("latency"),
         },

@@ -108,10 +108,29 @@
     if (r.status === "ok") cam.last_ok = r;
     cam.recent.push(r);
     if (cam.recent.length > STRIP * 2) cam.recent.splice(0, cam.recent.length - STRIP * 2);
-    renderCamera(cam);
-    probe.results += 1;
-    const delay = Date.now() / 1000 - r.ts;
-    probe.delays.push(delay);
+    dirty.add(r.sensor);
+    waiting.push(r.ts);
+    if (!frameQueued) {
+      frameQueued = true;
+      requestAnimationFrame(drawDirty);
+    }
+  }
+
+  // Results are drawn once per animation frame, however many arrived since the last one.
+  const dirty = new Set();
+  let waiting = [];
+  let frameQueued = false;
+  function drawDirty() {
+    frameQueued = false;
+    for (const sensor of dirty) {
+      const cam = model.cameras.get(sensor);
+      if (cam) renderCamera(cam);
+    }
+    dirty.clear();
+    const now = Date.now() / 1000;
+    for (const ts of waiting) probe.delays.push(now - ts);
+    probe.results += waiting.length;
+    waiting = [];
     if (probe.delays.length > MAX_DELAYS) probe.delays.splice(0, probe.delays.length - MAX_DELAYS);
   }
 

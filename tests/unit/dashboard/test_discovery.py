@@ -134,7 +134,9 @@ def test_camera_entity_state_and_attributes(builder: DiscoveryBuilder) -> None:
     state_raw = broker.retained[action.config["state_topic"]]
     assert render(action.config["value_template"], state_raw) == "waving"
     attrs = json.loads(broker.retained[action.config["json_attributes_topic"]])
-    assert attrs["confidence"] == pytest.approx(0.91) and attrs["time"] == 1_800_000_000.0
+    assert attrs["confidence"] == pytest.approx(0.91)
+    assert attrs["time"] == "2027-01-15T08:00:00.000+00:00"
+    assert attrs["timestamp"] == 1_800_000_000.0
     assert available(action, broker.retained)
 
 
