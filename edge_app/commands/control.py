@@ -56,7 +56,11 @@ def register(subparsers: Any) -> None:
     )
     status.add_argument("--json", action="store_true", help="one JSON document")
     status.add_argument(
-        "--wait", type=float, default=3.0, metavar="S", help="seconds to listen (default 3)"
+        "--wait",
+        type=float,
+        default=5.5,
+        metavar="S",
+        help="seconds to listen (default 5.5: the counters come every 5 s, heartbeats every 1 s)",
     )
     add_fleet_args(status)
     status.set_defaults(func=run_status)
