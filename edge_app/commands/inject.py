@@ -242,7 +242,11 @@ def run(args: argparse.Namespace) -> int:
     if args.rate is not None and args.rate <= 0:
         raise ConfigError("--rate must be > 0")
     card, _ = resolve_model(args.model)
-    transport = MqttTransport(config.broker, f"edge-inject-{secrets.token_hex(4)}")
+    transport = MqttTransport(
+        config.broker,
+        f"edge-inject-{secrets.token_hex(4)}",
+        connect_timeout=max(1.0, min(5.0, args.timeout)),
+    )
     inj = Injector(transport, config, sensor, args)
     inj.publisher.attach()
     inj.sink.attach()
