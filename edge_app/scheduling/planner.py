@@ -9,6 +9,8 @@
    at the fleet's compute bound (speed requires it). Rows are shared in proportion to speed,
    capped by memory. A previous layout is kept while its holders are online, fit and stay
    balanced within ``bounds_tolerance``; a lost holder's slice goes to one new device.
+   Where memory would also allow replicas, the replicated variant is tried as well and wins
+   when it predicts clearly more throughput (a large fleet outgrows ``max_shards`` holders).
 2. Replicated stages: every stage gets at least one holder, then every device holds every
    replicated stage that fits (previous seats first, so re-seating is rare).
 3. Routing weights: a fluid model — each device spends its time left after its shards on the
