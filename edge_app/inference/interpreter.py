@@ -74,6 +74,7 @@ class Runner:
         self, model: bytes | Path, num_threads: int = 1, preserve_all_tensors: bool = False
     ) -> None:
         content = _load_bytes(model)
+        _precheck(content)
         resolver = _tfl.OpResolverType.AUTO
         n_outputs: int | None = None
         if preserve_all_tensors:
@@ -87,14 +88,14 @@ class Runner:
                 experimental_preserve_all_tensors=preserve_all_tensors,
             )
             self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
+            self._input_details = self._interp.get_input_details()
+            self._output_details = self._interp.get_output_details()[:n_outputs]
+            details = self._interp.get_tensor_details()
+        except (ValueError, RuntimeError) as exc:  # UnicodeDecodeError of bad names included
             raise InterpreterError(f"{_RUNTIME} cannot load the model: {exc}") from exc
         self._preserve = preserve_all_tensors
-        self._input_details = self._interp.get_input_details()
-        self._output_details = self._interp.get_output_details()[:n_outputs]
         self.inputs = [_spec(d) for d in self._input_details]
         self.outputs = [_spec(d) for d in self._output_details]
-        details = self._interp.get_tensor_details()
         self._by_name = {str(d["name"]): int(d["index"]) for d in details}
         self._indices = {int(d["index"]) for d in details}
         self._io_indices = {int(d["index"]) for d in self._input_details + self._output_details}
@@ -105,10 +106,11 @@ class Runner:
     ) -> dict[str, NDArray[Any]]:
         """Runs the model once; returns a copy of every output, by tensor name."""
         arrays = self._ordered(inputs)
-        for spec, detail, array in zip(self.inputs, self._input_details, arrays, strict=True):
+        for spec, array in zip(self.inputs, arrays, strict=True):
             _check(spec, array)
-            self._interp.set_tensor(detail["index"], array)
         try:
+            for detail, array in zip(self._input_details, arrays, strict=True):
+                self._interp.set_tensor(detail["index"], array)
             self._interp.invoke()
         except (ValueError, RuntimeError) as exc:
             raise InterpreterError(f"{_RUNTIME} failed to run the model: {exc}") from exc
@@ -174,6 +176,17 @@ def _load_bytes(model: bytes | Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InterpreterError(f"cannot read model {path}: {exc}") from exc
+
+
+def _precheck(content: bytes) -> None:
+    """Parses the model with our own reader first: the runtimes crash on some malformed files."""
+    from edge_app.errors import GraphError
+    from edge_app.inference.graph_io import read_model
+
+    try:
+        read_model(content)
+    except GraphError as exc:
+        raise InterpreterError(f"not a loadable model: {exc}") from exc
 
 
 def _expose_intermediates(content: bytes) -> tuple[bytes, int]:

@@ -136,3 +136,45 @@ def test_preserved_tensor_survives_in_place_ops() -> None:
     assert conv_values.min() < 0  # not relu'd in place
     expected = np.maximum(conv_values + data, 0).mean(axis=(1, 2))
     np.testing.assert_allclose(expected, out["y"], rtol=1e-5, atol=1e-6)
+
+
+_FUZZ_CHILD = """
+import sys
+import numpy as np
+from edge_app.errors import EdgeAppError
+from edge_app.inference.interpreter import Runner
+data = sys.stdin.buffer.read()
+rng = np.random.default_rng(1)
+for _ in range(200):
+    corrupt = bytearray(data)
+    for pos in rng.integers(8, len(data), size=3):
+        corrupt[pos] = int(rng.integers(0, 256))
+    try:
+        runner = Runner(bytes(corrupt))
+        runner.run([np.zeros(s.shape, s.dtype) for s in runner.inputs])
+    except EdgeAppError:
+        pass
+print("survived")
+"""
+
+
+def test_corrupted_models_raise_instead_of_crashing() -> None:
+    """The runtimes segfault on some malformed flatbuffers; Runner checks them first."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    g = GraphBuilder()
+    x = g.input("x", (1, 8, 8, 3))
+    y = g.max_pool2d(g.conv2d(x, rng.normal(size=(4, 3, 3, 3)), None, activation="relu"))
+    y = g.concat([y, g.avg_pool2d(g.depthwise_conv2d(x, rng.normal(size=(1, 3, 3, 3)), None))])
+    g.output(g.softmax(g.fully_connected(g.flatten(y), rng.normal(size=(5, 112)), None)))
+    child = subprocess.run(
+        [sys.executable, "-c", _FUZZ_CHILD],
+        input=g.to_bytes(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr.decode(errors="replace")[-2000:]
+    assert b"survived" in child.stdout
