@@ -46,7 +46,7 @@ class Dashboard:
         discovery: DiscoveryTopics | None = None,
     ) -> None:
         self.topics, self.store, self.device_id = topics, store, device_id
-        self.state = FleetState(topics)
+        self.state = FleetState(topics, started=time.time())
         self.hub = Hub()
         self.transport: Transport | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -69,7 +69,7 @@ class Dashboard:
     def _warm(self) -> None:
         """Refill the camera cards from the history so a restart shows what was there."""
         for sensor, rows in self.store.recent_by_camera(RECENT_PER_CAMERA).items():
-            cam = self.state._camera(sensor)
+            cam = self.state.camera(sensor)
             if cam is None:
                 continue
             for row in rows:

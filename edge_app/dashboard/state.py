@@ -176,8 +176,9 @@ def plan_json(plan: Plan | None) -> Json | None:
 class FleetState:
     """Cameras, devices, the plan and the counters, updated one MQTT message at a time."""
 
-    def __init__(self, topics: Topics) -> None:
+    def __init__(self, topics: Topics, started: float = 0.0) -> None:
         self.topics = topics
+        self.started = started  # outcome counters count from here (metrics are cumulative)
         self.cameras: dict[str, Camera] = {}
         self.devices: dict[str, Device] = {}
         self.plan: Plan | None = None
@@ -202,7 +203,13 @@ class FleetState:
             return events
         except WireError as exc:
             self.bad_messages += 1
-            log.warning("dashboard: rejected message on %s: %s", topic, exc)
+            if self.bad_messages <= 20 or self.bad_messages % 1000 == 0:  # no log flood
+                log.warning(
+                    "dashboard: rejected message on %s (%d so far): %s",
+                    topic,
+                    self.bad_messages,
+                    exc,
+                )
             return []
 
     def _on_result(self, sensor: str, payload: bytes, now: float) -> list[Event]:
@@ -220,7 +227,7 @@ class FleetState:
         else:
             self.dropped[o.reason or "error"] += 1
         self.series.add(now, o.status == "ok", summary["latency"])
-        cam = self._camera(sensor)
+        cam = self.camera(sensor)
         if cam is None:
             return []
         self.remember(cam, summary)
@@ -232,7 +239,8 @@ class FleetState:
             cam.last_ok = summary
         cam.recent.append(summary)
 
-    def _camera(self, sensor: str) -> Camera | None:
+    def camera(self, sensor: str) -> Camera | None:
+        """The camera's card state, created on first sight (None past MAX_CAMERAS)."""
         cam = self.cameras.get(sensor)
         if cam is None:
             if len(self.cameras) >= MAX_CAMERAS:
@@ -246,7 +254,7 @@ class FleetState:
             return []  # a cleared retained thumbnail
         if len(payload) > MAX_THUMB_BYTES or not payload.startswith(b"\xff\xd8"):
             raise WireError(f"thumbnail of {len(payload)} bytes is not a small JPEG")
-        cam = self._camera(sensor)
+        cam = self.camera(sensor)
         if cam is None:
             return []
         cam.thumb = payload
@@ -352,6 +360,7 @@ class FleetState:
             "errors": sum(m.errors for m in metrics),
             "duplicates": sum(m.duplicates for m in metrics),
             "bad_messages": self.bad_messages,
+            "since": self.started,
         }
 
     def pipeline_json(self) -> Json:

@@ -207,6 +207,7 @@
     for (const [reason, n] of Object.entries(c.dropped || {})) items.push([`dropped: ${reason}`, n, true]);
     if (!Object.keys(c.dropped || {}).length) items.push(["dropped", 0]);
     items.push(["errors", c.errors, c.errors > 0]);
+    $("#counters-since").textContent = c.since ? `outcomes counted since ${timeOf(c.since)}` : "";
     $("#counters").replaceChildren(...items.map(([label, n, warn]) =>
       h("div", { class: warn ? "counter warn" : "counter", "data-counter": label }, h("b", { text: String(n ?? 0) }), h("span", { text: label }))));
   }
