@@ -314,9 +314,10 @@ class FleetState:
         if not payload:
             return []
         plan = decode(Plan, payload)
-        if self.plan is not None and plan.epoch < self.plan.epoch:
-            log.info("dashboard: ignoring plan epoch %d < %d", plan.epoch, self.plan.epoch)
-            return []
+        if self.plan is not None and plan.epoch <= self.plan.epoch:
+            if plan.epoch < self.plan.epoch:
+                log.info("dashboard: ignoring plan epoch %d < %d", plan.epoch, self.plan.epoch)
+            return []  # the same epoch again (e.g. retained, after a reconnect): nothing new
         self.plan = plan
         self._seats = plan_seats(plan)
         events = [Event("plan", {**self.pipeline_json(), "change": "plan"}, history=True)]

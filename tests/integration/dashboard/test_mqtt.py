@@ -156,3 +156,28 @@ def test_no_discovery_publishes_no_configs(
         fleet.result("c")
         wait_for(lambda: get_json(f"{url}/api/state")["pipeline"]["counters"]["completed"] == 1)
         assert retained_snapshot(mosquitto.config, f"{PREFIX}/#", settle=0.3) == {}
+
+
+def test_dashboard_survives_a_broker_restart(mosquitto: Any, tmp_path: Path) -> None:
+    fleet_cfg = mosquitto.fleet("restart")
+    with running_dashboard(fleet_cfg, options(tmp_path, discovery_prefix=None)) as url:
+        mosquitto.restart(kill=True)  # kill -9: retained messages since the last save are gone
+        client = MqttTransport(mosquitto.config, client_id="after-restart")
+        client.start()
+        try:
+            fleet = DemoFleet(client, fleet_cfg.topics, cameras=("c",), workers=("w1",))
+            wait_for(lambda: get_json(f"{url}/healthz")["connected"], timeout=10)
+            fleet.start()
+            fleet.result("c")
+            state = wait_for(
+                lambda: (
+                    (s := get_json(f"{url}/api/state"))["pipeline"]["counters"]["completed"] and s
+                ),
+                timeout=5,
+            )
+            assert state["cameras"][0]["sensor"] == "c"
+            # the dashboard's own retained online status is back after the reconnect
+            retained = retained_snapshot(mosquitto.config, fleet_cfg.topics.status("dash-test"))
+            assert b'"online"' in retained[fleet_cfg.topics.status("dash-test")]
+        finally:
+            client.stop()

@@ -127,6 +127,7 @@ def test_plan_gives_devices_their_seats_and_old_epochs_are_ignored(state: FleetS
     assert {"stage": 1, "mode": "merger"} in seats["w1"]
     assert seats["w3"] == [{"stage": 1, "mode": "shard", "shard": 0, "lo": 0, "hi": 2048}]
     assert state.ingest(T.plan, f.plan(epoch=2), NOW) == []
+    assert state.ingest(T.plan, f.plan(epoch=3), NOW) == []  # retained again after a reconnect
     assert state.plan is not None and state.plan.epoch == 3
 
 
