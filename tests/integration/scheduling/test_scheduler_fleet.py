@@ -78,6 +78,7 @@ def scheduler_process(fleet: FleetConfig, name: str, *extra: str) -> subprocess.
                             cwd=Path(__file__).resolve().parents[3])  # fmt: skip
 
 
+@pytest.mark.slow
 def test_scheduler_killed_mid_stream_is_replaced_without_a_gap(
     fleet: FleetConfig, stream: Stream
 ) -> None:
@@ -153,6 +154,7 @@ def test_a_joining_worker_gets_work_and_a_leaving_one_is_unseated(
             w.stop()
 
 
+@pytest.mark.slow
 def test_status_shows_the_fleet(fleet: FleetConfig, stream: Stream) -> None:
     workers = start_workers(fleet, "w1", "w2")
     sched = Scheduler(fleet, PROFILE, "sched")
