@@ -156,3 +156,21 @@ def test_a_fleet_that_cannot_hold_the_model_gets_no_plan(bus: MemoryBus) -> None
             assert watch.plans == [] and sched.current_plan() is None
         finally:
             sched.stop()
+
+
+def test_a_restarted_scheduler_fixes_what_changed_while_none_ran(bus: MemoryBus) -> None:
+    watch = PlanWatch(_started(bus, "watch"), TOPICS)
+    fleet = workers(bus, "w1", "w2", "w3")
+    with Beats(fleet):
+        first = scheduler(bus, "sched-a")
+        p1 = watch.wait_for(lambda p: seated(p) == {"w1", "w2", "w3"})
+        first.stop()
+        fleet[1].alive = False
+        bus.kill("w2")  # dies while no scheduler runs
+        second = scheduler(bus, "sched-b")
+        try:
+            p2 = watch.wait_for(lambda p: p.epoch == p1.epoch + 1)
+            assert seated(p2) == {"w1", "w3"} and p2.scheduler == "sched-b"
+            assert [p.epoch for p in watch.plans] == [p1.epoch, p2.epoch]
+        finally:
+            second.stop()
