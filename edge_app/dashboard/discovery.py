@@ -6,7 +6,10 @@ sensor's retained JPEG thumbnail). Per device: a ``binary_sensor`` of class conn
 ``<prefix>/<component>/<node_id>/<object_id>/config`` where node and object ids may only hold
 ``[a-zA-Z0-9_-]`` (our ids may also hold dots, so they are mapped by :func:`ha_id`).
 
-A config is removed by publishing an empty retained payload on its topic.
+A config is removed by publishing an empty retained payload on its topic. A device counts as
+deleted from the fleet when its retained ``status/<device>`` is cleared (an empty retained payload,
+e.g. ``mosquitto_pub -r -n -t edge/home/status/<device>``): its entities go at once, and at start
+the dashboard also removes configs it finds for devices that no longer have a retained status.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ SERVICE_TEMPLATE = (
 )
 HEARTBEAT_EXPIRE_S = 60
 MAX_OBJECT_ID = 64  # DiscoveryTopics.config accepts ids of 1-64 characters
+MAX_HA_STATE = 255  # Home Assistant refuses longer entity states
 
 
 def ha_id(value: str) -> str:
@@ -178,7 +182,7 @@ def camera_state(summary: Json) -> bytes:
     when = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") if ts else None
     return json.dumps(
         {
-            "action": summary.get("label"),
+            "action": str(summary.get("label") or "")[:MAX_HA_STATE],
             "confidence": summary.get("score"),
             "time": when,
             "timestamp": ts,

@@ -138,6 +138,8 @@ def test_camera_entity_state_and_attributes(builder: DiscoveryBuilder) -> None:
     assert attrs["time"] == "2027-01-15T08:00:00.000+00:00"
     assert attrs["timestamp"] == 1_800_000_000.0
     assert available(action, broker.retained)
+    long_label = camera_state({**summary, "label": "x" * 256})
+    assert len(render(action.config["value_template"], long_label)) == 255
 
 
 def test_removed_devices_lose_their_configs_and_birth_republishes(
