@@ -54,3 +54,20 @@ def predict(
     worst = max(busy, key=lambda d: busy[d], default=None)
     rate = 1.0 / busy[worst] if worst is not None and busy[worst] > 0 else 0.0
     return Prediction(rate, costs.bound(), worst, busy)
+
+
+def equal_split(plan: Plan) -> Plan:
+    """The same seats with every device treated alike (the paper's assumption): equal routing
+    weights and equal shard slices. For comparing a weighted plan against it."""
+    stages = []
+    for sp in plan.stages:
+        replicas = [r.model_copy(update={"weight": 1.0}) for r in sp.replicas]
+        seats = sorted(sp.shards, key=lambda s: s.index)
+        rows = max((s.hi for s in seats), default=0)
+        k = len(seats)
+        shards = [
+            s.model_copy(update={"lo": rows * i // k, "hi": rows * (i + 1) // k})
+            for i, s in enumerate(seats)
+        ]
+        stages.append(sp.model_copy(update={"replicas": replicas, "shards": shards}))
+    return plan.model_copy(update={"stages": stages})

@@ -10,7 +10,7 @@ import pytest
 from edge_app.messages.schemas import Plan, Replica, StagePlan
 from edge_app.scheduling.costs import Costs
 from edge_app.scheduling.planner import PlanPolicy, plan, same_plan
-from edge_app.scheduling.predict import predict
+from edge_app.scheduling.predict import equal_split, predict
 from edge_app.scheduling.profile import ModelProfile
 from edge_app.scheduling.registry import DeviceView
 from tests.unit.scheduling.fleet import device, fleet, measured, vgg_like
@@ -110,17 +110,24 @@ def test_mixed_devices_are_weighted_by_speed() -> None:
     assert w["w3"] / w["w0"] == pytest.approx(4.0, rel=0.01)
     assert w["w2"] / w["w1"] == pytest.approx(2.0, rel=0.01)
     # the paper's assumption, all devices equal, is much slower on this fleet
-    equal = p.model_copy(
-        update={
-            "stages": [
-                sp.model_copy(update={"replicas": [Replica(device=r.device) for r in sp.replicas]})
-                for sp in p.stages
-            ]
-        }
-    )
+    equal = equal_split(p)
     assert (
         predict(p, devices, PROFILE).throughput >= 1.5 * predict(equal, devices, PROFILE).throughput
     )
+
+
+def test_weighted_shards_beat_equal_shards_on_a_mixed_fleet() -> None:
+    # the paper's shape: 1 GB devices, fc6 sharded; a mixed fleet of Pi 3B/4/5-like speeds
+    devices = fleet(1, 1, 1, 1, 2.2, 2.2, 2.2, 4.5, memory_mb=1024)
+    p = plan_ok(devices)
+    assert p.stages[1].mode == "sharded"
+    weighted, equal = predict(p, devices, PROFILE), predict(equal_split(p), devices, PROFILE)
+    assert weighted.efficiency >= 0.95
+    assert weighted.throughput >= 1.4 * equal.throughput  # 1.48 with these speeds
+    sizes = {s.device: s.hi - s.lo for s in p.stages[1].shards}
+    speeds = {d.device: d.speed for d in devices}
+    fast, slow = max(sizes, key=lambda d: speeds[d]), min(sizes, key=lambda d: speeds[d])
+    assert speeds[fast] == speeds[slow] or sizes[fast] > sizes[slow]
 
 
 def test_measured_service_time_beats_claimed_speed() -> None:
