@@ -132,7 +132,7 @@ def test_video_sensor_and_inject_recognize_actions(actions_fleet: Fleet, tmp_pat
     injected = run_cli(["inject", str(video), "--sensor", "cam-inj", "--wait", *common],
                        timeout=300)  # fmt: skip
     by_seq = {int(line["seq"]): line["label"] for line in lines}  # type: ignore[call-overload]
-    inj = [line for line in injected if "label" in line]
-    assert len(inj) == len(lines)
-    same = sum(by_seq.get(i + 1) == line["label"] for i, line in enumerate(inj))
+    inj = [line for line in injected if "seq" in line]
+    assert len(inj) == len(lines), injected[:3]
+    same = sum(by_seq.get(int(line["seq"])) == line.get("label") for line in inj)  # type: ignore[call-overload]
     assert same == len(lines), f"inject and sensor labels differ: {same}/{len(lines)}"
