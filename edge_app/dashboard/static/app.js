@@ -31,8 +31,15 @@
     return `${d.toLocaleDateString()} ${d.toLocaleTimeString([], { hour12: false })}`;
   }
   function pct(v) { return typeof v === "number" ? `${Math.round(v * 100)}%` : "–"; }
-  function ms(v) { return typeof v === "number" ? (v < 1 ? `${(v * 1000).toFixed(1)} ms` : `${v.toFixed(2)} s`) : "–"; }
-  function mb(v) { return typeof v === "number" && v > 0 ? `${Math.round(v / 1048576)} MB` : "–"; }
+  function ms(v) {
+    if (typeof v !== "number") return "–";
+    if (v < 0.001) return `${Math.round(v * 1e6)} µs`;
+    return v < 1 ? `${(v * 1000).toFixed(1)} ms` : `${v.toFixed(2)} s`;
+  }
+  function mb(v) {
+    if (typeof v !== "number" || v <= 0) return "–";
+    return v >= 2 ** 30 ? `${(v / 2 ** 30).toFixed(1)} GB` : `${Math.round(v / 2 ** 20)} MB`;
+  }
   function hue(label) {
     let x = 0;
     for (const ch of String(label)) x = (x * 31 + ch.charCodeAt(0)) % 360;
@@ -135,14 +142,18 @@
   }
 
   // --- devices ---------------------------------------------------------------------------------
-  function seatChips(seats) {
+  const seatKey = (stage, shard) => `${stage}/${shard ?? ""}`;
+
+  // One chip per seat of the plan, with the service time the device measured for it.
+  function seatChips(seats, service) {
     if (!seats || !seats.length) return [document.createTextNode("none")];
-    return seats.map((s) => h("span", {
-      class: `seat ${s.mode}`,
-      text: s.mode === "shard" ? `stage ${s.stage} shard ${s.shard} [${s.lo}, ${s.hi})`
+    return seats.map((s) => {
+      const measured = s.mode === "merger" ? undefined : service.get(seatKey(s.stage, s.mode === "shard" ? s.shard : null));
+      const what = s.mode === "shard" ? `stage ${s.stage} shard ${s.shard} [${s.lo}, ${s.hi})`
         : s.mode === "replica" ? `stage ${s.stage} replica ×${Number(s.weight).toFixed(2)}`
-          : `stage ${s.stage} merger`,
-    }));
+          : `stage ${s.stage} merger`;
+      return h("span", { class: `seat ${s.mode}`, text: measured === undefined ? what : `${what} · ${ms(measured)}` });
+    });
   }
 
   function row(dl, label, ...value) {
@@ -161,7 +172,9 @@
     card.classList.toggle("offline", !d.online);
     card.classList.toggle("online", !!d.online);
     const dl = h("dl", { class: "rows" });
-    row(dl, "stages", ...seatChips(d.seats));
+    const service = new Map((d.service || []).map((x) => [seatKey(x.stage, x.shard), x.service_time_s]));
+    row(dl, "stages", ...seatChips(d.seats, service));
+    const seated = new Set((d.seats || []).map((x) => seatKey(x.stage, x.mode === "shard" ? x.shard : null)));
     if (typeof d.load === "number") {
       const bar = h("div", { class: d.load > 0.85 ? "bar hot" : "bar" }, h("span"));
       bar.firstChild.style.width = `${Math.min(1, d.load) * 100}%`;
@@ -169,7 +182,8 @@
       dl.append(bar);
     }
     if (d.queue !== null && d.queue !== undefined) row(dl, "queue", `${d.queue} / ${d.queue_limit || "∞"}`);
-    for (const s of d.service || []) {
+    for (const s of d.service || []) {  // measured for a stage the plan no longer gives it
+      if (seated.has(seatKey(s.stage, s.shard))) continue;
       row(dl, `service s${s.stage}${s.shard !== null && s.shard !== undefined ? `.${s.shard}` : ""}`, ms(s.service_time_s));
     }
     if (d.memory_total) row(dl, "memory", `${mb(d.memory_available)} free of ${mb(d.memory_total)}`);
