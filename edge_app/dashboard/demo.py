@@ -140,9 +140,17 @@ class DemoFleet:
                 queue_depth=self.rng.randint(0, 3),
                 queue_limit=8,
                 epoch=4,
-                stages=[StageLoad(stage=0 if i < 2 else 1, service_time_s=0.05 + 0.03 * i)],
+                stages=[self._stage_load(i)],
             )
             self._pub(self.topics.heartbeat(w), encode(hb))
+
+    def _stage_load(self, i: int) -> StageLoad:
+        """What worker ``i`` measured for its seat in :meth:`plan` (a replica, or a shard)."""
+        conv = max(1, len(self.workers) - 2)
+        service = 0.05 + 0.03 * i
+        if i < conv or len(self.workers) <= 2:
+            return StageLoad(stage=0, service_time_s=service, jobs=10 * i)
+        return StageLoad(stage=1, shard=i - conv, service_time_s=service, jobs=10 * i)
 
     def outcome(
         self, camera: str, *, status: str = "ok", reason: str | None = None, latency: float = 0.0

@@ -150,7 +150,7 @@
     return seats.map((s) => {
       const measured = s.mode === "merger" ? undefined : service.get(seatKey(s.stage, s.mode === "shard" ? s.shard : null));
       const what = s.mode === "shard" ? `stage ${s.stage} shard ${s.shard} [${s.lo}, ${s.hi})`
-        : s.mode === "replica" ? `stage ${s.stage} replica ×${Number(s.weight).toFixed(2)}`
+        : s.mode === "replica" ? `stage ${s.stage} replica, weight ${Number(s.weight).toFixed(2)}`
           : `stage ${s.stage} merger`;
       return h("span", { class: `seat ${s.mode}`, text: measured === undefined ? what : `${what} · ${ms(measured)}` });
     });
@@ -158,6 +158,9 @@
 
   function row(dl, label, ...value) {
     dl.append(h("dt", { text: label }), h("dd", {}, ...value));
+  }
+  function blockRow(dl, label, ...value) {  // label above, value across the card
+    dl.append(h("dt", { class: "block", text: label }), h("dd", { class: "block" }, ...value));
   }
 
   function renderDevice(d) {
@@ -173,7 +176,8 @@
     card.classList.toggle("online", !!d.online);
     const dl = h("dl", { class: "rows" });
     const service = new Map((d.service || []).map((x) => [seatKey(x.stage, x.shard), x.service_time_s]));
-    row(dl, "stages", ...seatChips(d.seats, service));
+    if (d.seats && d.seats.length) blockRow(dl, "stages", ...seatChips(d.seats, service));
+    else row(dl, "stages", "none");
     const seated = new Set((d.seats || []).map((x) => seatKey(x.stage, x.mode === "shard" ? x.shard : null)));
     if (typeof d.load === "number") {
       const bar = h("div", { class: d.load > 0.85 ? "bar hot" : "bar" }, h("span"));
