@@ -155,24 +155,32 @@ def _shard_stages(
 ) -> bool:
     shardable = [s for s in profile.stages if s.shardable]
     bound = work.costs.bound()
+    # room for the stages that are always replicated (the convolutions) is kept free where
+    # a device could hold them, so that shards do not crowd the heavy compute out
+    base = sum(s.memory_for(1.0) for s in profile.stages if not s.shardable)
     for sp in sorted(shardable, key=lambda s: (-s.memory_for(1.0), s.index)):
         k_min = ks.get(sp.index, 1)
         if k_min < 2:
             continue
-        req = ShardRequest(
-            sp=sp,
-            costs=work.costs,
-            free=work.free,
-            bound=bound,
-            busy_max=policy.shard_busy_max,
-            tolerance=policy.bounds_tolerance,
-            k_min=k_min,
-            k_max=min(policy.max_shards, len(work.free), sp.rows),
-            forced=sp.index in policy.shards,
-            old=_previous_layout(prev, sp.index),
-            shard_count=_shard_load(work),
-        )
-        layout = layout_shards(req)
+        room = {d: f - base if f - base > 0 else f for d, f in work.free.items()}
+        layout = None
+        for free in (room, work.free):
+            req = ShardRequest(
+                sp=sp,
+                costs=work.costs,
+                free=free,
+                bound=bound,
+                busy_max=policy.shard_busy_max,
+                tolerance=policy.bounds_tolerance,
+                k_min=k_min,
+                k_max=min(policy.max_shards, len(work.free), sp.rows),
+                forced=sp.index in policy.shards,
+                old=_previous_layout(prev, sp.index),
+                shard_count=_shard_load(work),
+            )
+            layout = layout_shards(req)
+            if layout is not None:
+                break
         if layout is None:
             return False
         work.shards[sp.index] = layout
