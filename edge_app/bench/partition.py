@@ -40,6 +40,7 @@ class Timings:
     stages_s: float  # median wall time of the stages in sequence
     wall_ratio: float  # median over interleaved pairs of stages/whole, wall clock
     cpu_ratio: float  # the same with process CPU time (robust on a loaded machine)
+    cpu_min_ratio: float  # fastest stages run over fastest whole run, CPU time (noise only adds)
 
 
 @dataclass(frozen=True)
@@ -92,24 +93,28 @@ def _split_in_subprocess(path: Path, trace: bool) -> SplitCost:
 
 
 def _interleaved(whole: Any, stages: list[Any], feed: dict[str, Any], repeats: int) -> Timings:
-    """Alternating timed runs of the whole model and of the stages in sequence."""
+    """Interleaved timed runs of the whole model and of the stages in sequence."""
     from edge_app.inference.verify import run_stages
 
     wall: list[tuple[float, float]] = []
     cpu: list[tuple[float, float]] = []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        whole.run(feed)
-        t1, c1 = time.perf_counter(), time.process_time()
-        run_stages(stages, feed)
-        t2, c2 = time.perf_counter(), time.process_time()
-        wall.append((t1 - t0, t2 - t1))
-        cpu.append((c1 - c0, c2 - c1))
+    runs = (lambda: whole.run(feed), lambda: run_stages(stages, feed))
+    for i in range(repeats):
+        order = (0, 1) if i % 2 == 0 else (1, 0)  # alternate who goes first: cancels order effects
+        w = [0.0, 0.0]
+        c = [0.0, 0.0]
+        for j in order:
+            t0, c0 = time.perf_counter(), time.process_time()
+            runs[j]()
+            w[j], c[j] = time.perf_counter() - t0, time.process_time() - c0
+        wall.append((w[0], w[1]))
+        cpu.append((c[0], c[1]))
     return Timings(
         whole_s=statistics.median(w for w, _ in wall),
         stages_s=statistics.median(s for _, s in wall),
         wall_ratio=statistics.median(s / w for w, s in wall),
         cpu_ratio=statistics.median(s / max(w, 1e-9) for w, s in cpu),
+        cpu_min_ratio=min(s for _, s in cpu) / max(min(w for w, _ in cpu), 1e-9),
     )
 
 
@@ -152,14 +157,15 @@ def format_table(results: list[PartitionResult], threads: int, repeats: int) -> 
     lines = [
         f"threads={threads} repeats={repeats}",
         "| model | file MB | stages | whole s | stages s | stages/whole wall | stages/whole CPU "
+        "| CPU min/min "
         "| outputs equal | split s | split peak MB | peak/file | (peak-file)/file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         t = r.timings
         lines.append(
             f"| {r.model} | {r.model_bytes / 1e6:.1f} | {r.stages} | {t.whole_s:.4f} "
-            f"| {t.stages_s:.4f} | {t.wall_ratio:.3f} | {t.cpu_ratio:.3f} "
+            f"| {t.stages_s:.4f} | {t.wall_ratio:.3f} | {t.cpu_ratio:.3f} | {t.cpu_min_ratio:.3f} "
             f"| {'yes' if r.outputs_equal else 'NO'} "
             f"| {r.split_s:.2f} | {r.split_peak_bytes / 1e6:.1f} | {r.memory_ratio:.2f} "
             f"| {r.memory_ratio - 1:.2f} |"
