@@ -6,9 +6,7 @@ commit or two a second. The file survives restarts: the dashboard re-fills its c
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -139,6 +137,9 @@ class HistoryStore:
         return deleted
 
     def _shed_oldest(self, fraction: float) -> int:
+        """Delete the oldest ``fraction`` of rows. No VACUUM (it would block the event loop
+        for seconds on a big file): freed pages are reused by later inserts, so the file
+        stays near ``max_bytes`` and :meth:`size_bytes` counts only pages in use."""
         deleted = 0
         for table in ("results", "events"):
             (count,) = self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
@@ -148,20 +149,15 @@ class HistoryStore:
                 (cut,),
             )
             deleted += cur.rowcount
-        self._db.execute("VACUUM")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         return deleted
 
     def size_bytes(self) -> int:
-        if self.path == ":memory:":
-            (pages,) = self._db.execute("PRAGMA page_count").fetchone()
-            (size,) = self._db.execute("PRAGMA page_size").fetchone()
-            return int(pages) * int(size)
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(self.path + suffix)
-        return total
+        """Bytes of the database's pages in use (free pages left by deletions excluded)."""
+        (pages,) = self._db.execute("PRAGMA page_count").fetchone()
+        (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
+        (size,) = self._db.execute("PRAGMA page_size").fetchone()
+        return (int(pages) - int(free)) * int(size)
 
     # --- reads -------------------------------------------------------------------------------
     def results(

@@ -73,15 +73,21 @@ def test_prune_by_age_and_rows(tmp_path: Path) -> None:
 
 
 def test_prune_by_file_size(tmp_path: Path) -> None:
-    store = HistoryStore(tmp_path / "h.sqlite3", max_bytes=200_000)
-    for i in range(5000):
-        store.add_result(summary(f"camera-with-a-long-name-{i % 7}", i, NOW + i))
-    store.flush()
-    before = store.count()
-    store.prune(NOW + 6000)
-    assert store.count() < before
-    assert store.size_bytes() <= 200_000 * 1.5
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path, max_bytes=200_000)
+    for round_ in range(4):  # the file stays bounded over many fill-and-prune rounds
+        for i in range(5000):
+            seq = round_ * 5000 + i
+            store.add_result(summary(f"camera-with-a-long-name-{i % 7}", seq, NOW + seq))
+        store.flush()
+        before = store.count()
+        store.prune(NOW + 30_000)
+        assert store.count() < before
+        assert store.size_bytes() <= 200_000
+    newest = store.results(limit=1)[0]["seq"]
+    assert newest == 19_999  # the oldest rows went, not the newest
     store.close()
+    assert path.stat().st_size < 3_000_000  # one round's growth, reused afterwards
 
 
 def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
