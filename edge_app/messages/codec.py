@@ -18,18 +18,30 @@ rounded to 1 us.
 
 from __future__ import annotations
 
-import itertools
 import math
-import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgpack
 import numpy as np
 
 from edge_app.errors import DecodeError, WireError
-from edge_app.messages.topics import ID_PATTERN
+from edge_app.messages import checks
+from edge_app.messages.checks import (
+    ID_RE,
+    MAX_ATTEMPT,
+    MAX_DIM,
+    MAX_INT,
+    MAX_LAYOUT,
+    MAX_NDIM,
+    MAX_STAGE,
+    MAX_STR,
+    MAX_TRACE,
+)
+
+TraceEntry: TypeAlias = checks.TraceEntry
+"""(stage, shard, device, queue_wait_s, compute_s, transfer_s)"""
 
 WIRE_VERSION: Final = 1
 ACK_VERSION: Final = 1
@@ -38,14 +50,9 @@ DEFAULT_MAX: Final = 64 * 1024 * 1024  # 64 MiB: larger than any activation we s
 MAX_HEADER: Final = 256 * 1024
 MAX_ACK: Final = 4096
 MAX_TENSORS: Final = 64
-MAX_NDIM: Final = 8
-MAX_TRACE: Final = 256
-MAX_LAYOUT: Final = 1025
-MAX_STR: Final = 256
 ALIGN: Final = 8
 
 _PREFIX = struct.Struct("<2sBI")
-_ID_RE = re.compile(ID_PATTERN)
 
 # Wire code -> dtype (little-endian). The whitelist: nothing else is accepted.
 DTYPES: Final[dict[int, np.dtype[Any]]] = {
@@ -57,9 +64,6 @@ DTYPES: Final[dict[int, np.dtype[Any]]] = {
     5: np.dtype("<f2"),
 }
 _CODES: Final = {dt: code for code, dt in DTYPES.items()}
-
-TraceEntry = tuple[int, int | None, str, float, float, float]
-"""(stage, shard, device, queue_wait_s, compute_s, transfer_s)"""
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,18 @@ def _us(seconds: float) -> int:
     return max(0, round(seconds * 1e6))
 
 
+def _wire_trace(trace: tuple[TraceEntry, ...]) -> list[list[Any]]:
+    """Timings in integer microseconds; a device equal to the previous entry's is sent as nil
+    (a device that runs several stages in a row appears once)."""
+    out, previous = [], None
+    for stage, shard, device, q, c, t in trace:
+        out.append([stage, shard, None if device == previous else device, _us(q), _us(c), _us(t)])
+        previous = device
+    return out
+
+
 def _header_fields(h: Header) -> list[Any]:
-    trace = [[s, sh, dev, _us(q), _us(c), _us(t)] for s, sh, dev, q, c, t in h.trace]
+    trace = _wire_trace(h.trace)
     return [
         h.job,
         h.sensor,
@@ -163,105 +177,75 @@ def encode_ack(ack: Ack) -> bytes:
 # --- decoding: field checks ------------------------------------------------------------------
 
 
-def _int(value: Any, what: str, *, minimum: int = 0, maximum: int = 2**62) -> int:
-    if type(value) is not int or not minimum <= value <= maximum:
-        raise DecodeError(f"{what}: expected an integer in [{minimum}, {maximum}], got {value!r}")
-    return value
-
-
-def _opt_int(value: Any, what: str) -> int | None:
-    return None if value is None else _int(value, what)
-
-
-def _float(value: Any, what: str) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value):
-        raise DecodeError(f"{what}: expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _str(value: Any, what: str) -> str:
-    if type(value) is not str or not 0 < len(value) <= MAX_STR:
-        raise DecodeError(f"{what}: expected a string of 1-{MAX_STR} characters")
-    return value
-
-
-def _ident(value: Any, what: str) -> str:
-    if type(value) is not str or not _ID_RE.match(value):
-        raise DecodeError(f"{what}: invalid id {value!r}")
-    return value
-
-
-def _list(value: Any, what: str, max_len: int) -> list[Any]:
-    if type(value) is not list or len(value) > max_len:
-        raise DecodeError(f"{what}: expected a list of at most {max_len} items")
-    return value
-
-
-def _bounds(value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    items = _list(value, "bounds", 2)
-    if len(items) != 2:
-        raise DecodeError("bounds: expected [lo, hi]")
-    lo, hi = _int(items[0], "bounds.lo"), _int(items[1], "bounds.hi")
-    if lo > hi:
-        raise DecodeError(f"bounds: lo {lo} > hi {hi}")
-    return lo, hi
-
-
-def _layout(value: Any) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    items = [_int(v, "layout") for v in _list(value, "layout", MAX_LAYOUT)]
-    if len(items) < 2 or any(a >= b for a, b in itertools.pairwise(items)):
-        raise DecodeError("layout: expected at least 2 strictly increasing boundaries")
-    return tuple(items)
-
-
-def _trace_entry(value: Any) -> TraceEntry:
-    items = _list(value, "trace entry", 6)
-    if len(items) != 6:
-        raise DecodeError("trace entry: expected 6 fields")
-    stage, shard, device, *times = items
-    q, c, t = (_int(v, "trace timing", maximum=2**53) / 1e6 for v in times)
-    where = "trace"
-    return (_int(stage, where), _opt_int(shard, where), _ident(device, where), q, c, t)
+def _scalars_ok(f: list[Any]) -> bool:
+    """The scalar header fields in one expression; False sends decoding to the slow path."""
+    return (
+        type(f[0]) is str
+        and 0 < len(f[0]) <= MAX_STR
+        and type(f[1]) is str
+        and ID_RE.match(f[1]) is not None
+        and type(f[2]) is int
+        and 0 <= f[2] <= MAX_INT
+        and type(f[3]) is float
+        and type(f[4]) is float
+        and math.isfinite(f[3])
+        and math.isfinite(f[4])
+        and type(f[5]) is int
+        and 0 <= f[5] <= MAX_INT
+        and type(f[6]) is int
+        and 0 <= f[6] <= MAX_STAGE
+        and type(f[7]) is int
+        and 0 <= f[7] <= MAX_ATTEMPT
+        and type(f[8]) is str
+        and ID_RE.match(f[8]) is not None
+        and (f[9] is None or (type(f[9]) is int and 0 <= f[9] <= MAX_INT))
+        and (f[12] is None or (type(f[12]) is str and ID_RE.match(f[12]) is not None))
+    )
 
 
 def _header(fields: list[Any]) -> Header:
     if len(fields) != 14:
         raise DecodeError(f"header: expected 14 fields, got {len(fields)}")
+    if _scalars_ok(fields):
+        job, sensor, seq, created, deadline, epoch, stage, attempt, sender, shard = fields[:10]
+        merge_to = fields[12]
+    else:  # the field-by-field checks raise with the reason
+        job, sensor, seq = (
+            checks.str_field(fields[0], "job"),
+            checks.ident(fields[1], "sensor"),
+            checks.int_field(fields[2], "seq"),
+        )
+        created, deadline = (
+            checks.float_field(fields[3], "created"),
+            checks.float_field(fields[4], "deadline"),
+        )
+        epoch = checks.int_field(fields[5], "epoch")
+        stage = checks.int_field(fields[6], "stage", maximum=MAX_STAGE)
+        attempt = checks.int_field(fields[7], "attempt", maximum=MAX_ATTEMPT)
+        sender, shard = checks.ident(fields[8], "sender"), checks.opt_int(fields[9], "shard")
+        merge_to = None if fields[12] is None else checks.ident(fields[12], "merge_to")
     return Header(
-        job=_str(fields[0], "job"),
-        sensor=_ident(fields[1], "sensor"),
-        seq=_int(fields[2], "seq"),
-        created=_float(fields[3], "created"),
-        deadline=_float(fields[4], "deadline"),
-        epoch=_int(fields[5], "epoch"),
-        stage=_int(fields[6], "stage", maximum=1023),
-        attempt=_int(fields[7], "attempt", maximum=1 << 20),
-        sender=_ident(fields[8], "sender"),
-        shard=_opt_int(fields[9], "shard"),
-        bounds=_bounds(fields[10]),
-        layout=_layout(fields[11]),
-        merge_to=None if fields[12] is None else _ident(fields[12], "merge_to"),
-        trace=tuple(_trace_entry(e) for e in _list(fields[13], "trace", MAX_TRACE)),
-    )
+        job, sensor, seq, created, deadline, epoch, stage, attempt, sender, shard,
+        checks.bounds(fields[10]), checks.layout(fields[11]), merge_to, checks.trace(fields[13]),
+    )  # fmt: skip
 
 
 _Spec = tuple[str, np.dtype[Any], tuple[int, ...]]
 
 
 def _spec(value: Any) -> _Spec:
-    items = _list(value, "tensor spec", 3)
+    items = checks.list_field(value, "tensor spec", 3)
     if len(items) != 3:
         raise DecodeError("tensor spec: expected [name, dtype, shape]")
-    name = _str(items[0], "tensor name")
+    name = checks.str_field(items[0], "tensor name")
     code = items[1]
     if type(code) is not int or code not in DTYPES:
         raise DecodeError(f"tensor {name!r}: dtype code {code!r} is not allowed")
-    dims = _list(items[2], f"tensor {name!r} shape", MAX_NDIM)
-    shape = tuple(_int(d, f"tensor {name!r} dimension", maximum=2**40) for d in dims)
+    try:  # messages name the tensor only on failure: no formatting on the hot path
+        dims = checks.list_field(items[2], "shape", MAX_NDIM)
+        shape = tuple([checks.int_field(d, "dimension", maximum=MAX_DIM) for d in dims])
+    except DecodeError as exc:
+        raise DecodeError(f"tensor {name!r} {exc}") from None
     return name, DTYPES[code], shape
 
 
@@ -333,11 +317,11 @@ def decode_envelope(payload: bytes, max_bytes: int = DEFAULT_MAX) -> Envelope:
     if header_len > MAX_HEADER or start > view.nbytes:
         raise DecodeError(f"envelope: header length {header_len} is out of range")
     fields = _unpack(view[_PREFIX.size : start], "envelope header", MAX_STR)
-    fields = _list(fields, "envelope header", 15)
+    fields = checks.list_field(fields, "envelope header", 15)
     if len(fields) != 15:
         raise DecodeError(f"envelope header: expected 15 fields, got {len(fields)}")
     header = _header(fields[:14])
-    specs = [_spec(s) for s in _list(fields[14], "tensors", MAX_TENSORS)]
+    specs = [_spec(s) for s in checks.list_field(fields[14], "tensors", MAX_TENSORS)]
     names = [name for name, _, _ in specs]
     if len(set(names)) != len(names):
         raise DecodeError(f"duplicate tensor names {names}")
@@ -352,17 +336,17 @@ def decode_envelope(payload: bytes, max_bytes: int = DEFAULT_MAX) -> Envelope:
 
 def decode_ack(payload: bytes) -> Ack:
     view = _as_bytes(payload, MAX_ACK, "ack")
-    fields = _list(_unpack(view, "ack", MAX_STR), "ack", 6)
+    fields = checks.list_field(_unpack(view, "ack", MAX_STR), "ack", 6)
     if len(fields) != 6:
         raise DecodeError(f"ack: expected 6 fields, got {len(fields)}")
     if fields[0] != ACK_VERSION or type(fields[0]) is not int:
         raise DecodeError(f"ack: unsupported version {fields[0]!r}")
     return Ack(
-        job=_str(fields[1], "ack.job"),
-        stage=_int(fields[2], "ack.stage", maximum=1023),
-        shard=_opt_int(fields[3], "ack.shard"),
-        attempt=_int(fields[4], "ack.attempt", maximum=1 << 20),
-        device=_ident(fields[5], "ack.device"),
+        job=checks.str_field(fields[1], "ack.job"),
+        stage=checks.int_field(fields[2], "ack.stage", maximum=MAX_STAGE),
+        shard=checks.opt_int(fields[3], "ack.shard"),
+        attempt=checks.int_field(fields[4], "ack.attempt", maximum=MAX_ATTEMPT),
+        device=checks.ident(fields[5], "ack.device"),
     )
 
 

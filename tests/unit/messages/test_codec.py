@@ -240,3 +240,18 @@ def test_wire_overhead_is_within_one_percent(nbytes: int) -> None:
         trace = tuple((s, None, f"worker-{s}", 0.0012, 0.0345, 0.0021) for s in range(6))
         late = header(stage=6, trace=trace, shard=1, bounds=(2048, 4096), layout=(0, 2048, 4096))
         assert codec.wire_overhead(Envelope(late, (("x", tensor),))) <= 1.01
+
+
+def test_trace_devices_repeated_in_a_row_travel_once() -> None:
+    same = tuple((s, None, "worker-1", 0.001, 0.002, 0.0) for s in range(5))
+    mixed = tuple((s, None, f"worker-{s % 2}", 0.001, 0.002, 0.0) for s in range(5))
+    tensor = (("x", np.zeros(4, "f4")),)
+    small = codec.encode_envelope(Envelope(header(trace=same), tensor))
+    big = codec.encode_envelope(Envelope(header(trace=mixed), tensor))
+    assert codec.decode_envelope(small).header.trace == same
+    assert codec.decode_envelope(big).header.trace == mixed
+    assert len(big) - len(small) >= 4 * len("worker-1") - codec.ALIGN
+    fields = valid_fields([["x", 2, [1]]])
+    fields[13] = [[0, None, None, 1, 2, 3]]  # nothing to repeat
+    with pytest.raises(DecodeError, match="trace"):
+        codec.decode_envelope(raw_payload(fields, b"\1"))
