@@ -210,3 +210,46 @@ def test_three_balanced_stages_compose_for_the_branch_model() -> None:
     feed = seeded_inputs(whole.inputs, 7)
     ref = whole.run(feed)["probabilities"]
     assert_same_output(ref, run_split(data, stages, {}, feed)["probabilities"])
+
+
+@pytest.mark.interpreter
+def test_two_inputs_and_two_heads_split_and_compose() -> None:
+    from edge_app.inference.builder import GraphBuilder
+
+    rng = np.random.default_rng(5)
+
+    def w(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    b = GraphBuilder()
+    left = b.fully_connected(b.input("a", (1, 6)), w(8, 6), w(8), activation="relu", name="fa")
+    right = b.fully_connected(b.input("b", (1, 5)), w(8, 5), w(8), activation="relu", name="fb")
+    joined = b.concat([left, right], name="joined")
+    trunk = b.fully_connected(joined, w(12, 16), w(12), activation="relu", name="trunk")
+    b.output(b.softmax(b.fully_connected(trunk, w(3, 12), w(3), name="h1"), name="p1"))
+    b.output(b.fully_connected(trunk, w(4, 12), w(4), name="h2"))
+    data = b.to_bytes()
+    model = read_model(data)
+    assert cut_points(model) == ["joined", "trunk"]
+    stages = plan_stages(model, shard_layers=["trunk"])
+    assert [(s.inputs, s.outputs) for s in stages] == [
+        (("a", "b"), ("joined",)),
+        (("joined",), ("trunk",)),
+        (("trunk",), ("p1", "h2")),
+    ]
+    whole = Runner(data)
+    feed = seeded_inputs(whole.inputs, 3)
+    env = run_split(data, stages, {"trunk": 5}, feed)
+    for name, ref in whole.run(feed).items():
+        assert_same_output(ref, env[name])
+
+
+def test_control_flow_operators_are_refused() -> None:
+    from edge_app.inference.graph import Options
+
+    model = make_graph([("RELU", ["x"], ["a"]), ("WHILE", ["a"], ["y"])], ["x"], ["y"])
+    model.main.operators[1].options = Options(
+        "WhileOptions", {"cond_subgraph_index": 1, "body_subgraph_index": 2}
+    )
+    with pytest.raises(PartitionError, match=r"operator 1 \(WHILE\) calls other subgraphs"):
+        slice_stage(model, StageSpec(1, ("a",), ("y",)))
