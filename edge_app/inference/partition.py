@@ -46,6 +46,9 @@ __all__ = [
 ]
 
 
+BALANCE_SLACK = 0.01  # balanced splits may exceed the smallest largest stage by this fraction
+
+
 @dataclass(frozen=True)
 class StageSpec:
     index: int
@@ -309,7 +312,7 @@ def balanced_cuts(
     model: Model, analysis: CutAnalysis, n_stages: int, fixed: Sequence[int]
 ) -> list[int]:
     """``n_stages - 1`` cut tensors including ``fixed``, minimizing the largest stage cost
-    (MACs plus one per operator); ties go to the earliest cuts."""
+    (MACs plus one per operator), then the unevenness of the others; ties to the earliest."""
     points = list(analysis.points)
     m = len(points)
     if n_stages < 1:
@@ -325,12 +328,20 @@ def balanced_cuts(
     for c in seg_cost:
         prefix.append(prefix[-1] + c)
     pos_fixed = sorted(points.index(t) for t in fixed)
-    chosen = _dp_cuts(prefix, m, n_stages - 1, pos_fixed)
+    # The smallest possible largest stage; then, among splits within 1% of it, the most even one
+    # (least sum of squares), so that no stage is left nearly empty when it can be avoided.
+    worst, _ = _dp_cuts(prefix, m, n_stages - 1, pos_fixed, squares=False, limit=float("inf"))
+    limit = worst * (1 + BALANCE_SLACK)
+    _, chosen = _dp_cuts(prefix, m, n_stages - 1, pos_fixed, squares=True, limit=limit)
     return [points[j] for j in chosen]
 
 
-def _dp_cuts(prefix: list[int], m: int, n_cuts: int, fixed: list[int]) -> list[int]:
-    """Choose ``n_cuts`` of positions 0..m-1 (including ``fixed``) minimizing the largest stage.
+def _dp_cuts(
+    prefix: list[int], m: int, n_cuts: int, fixed: list[int], *, squares: bool, limit: float
+) -> tuple[float, list[int]]:
+    """Choose ``n_cuts`` of positions 0..m-1 (including ``fixed``) minimizing the largest stage
+    cost, or with ``squares`` the sum of squared stage costs; stages costing more than ``limit``
+    are not allowed. Returns (the optimum, the cut positions); ties go to the earliest cuts.
 
     A stage from cut a (exclusive) to cut b covers segments a+1..b: cost prefix[b+1]-prefix[a+1].
     """
@@ -338,27 +349,29 @@ def _dp_cuts(prefix: list[int], m: int, n_cuts: int, fixed: list[int]) -> list[i
     def free(a: int, b: int) -> bool:  # no fixed cut strictly between a and b
         return not any(a < f < b for f in fixed)
 
+    def step(acc: float, a: int, b: int) -> float:
+        c = prefix[b + 1] - prefix[a + 1]
+        if c > limit:
+            return inf
+        return acc + c * c if squares else max(acc, c)
+
     inf = float("inf")
     best: list[dict[int, tuple[float, int]]] = [{-1: (0, -1)}]
     for _ in range(n_cuts):
         layer: dict[int, tuple[float, int]] = {}
         for b in range(m):
-            for a, (cost, _prev) in best[-1].items():
+            for a, (acc, _prev) in best[-1].items():
                 if a < b and free(a, b):
-                    c = max(cost, prefix[b + 1] - prefix[a + 1])
-                    if c < layer.get(b, (inf, 0))[0]:
-                        layer[b] = (c, a)
+                    value = step(acc, a, b)
+                    if value < layer.get(b, (inf, 0))[0]:
+                        layer[b] = (value, a)
         best.append(layer)
-    final = [
-        (max(cost, prefix[m + 1] - prefix[a + 1]), a)
-        for a, (cost, _p) in best[-1].items()
-        if free(a, m)
-    ]
-    if not final:
+    final = [(step(acc, a, m), a) for a, (acc, _p) in best[-1].items() if free(a, m)]
+    if not final or min(final)[0] == inf:
         raise PartitionError("no split satisfies the requested cuts and stage count")
-    end = min(final)[1]
+    value, end = min(final)
     chosen = []
     for level in range(n_cuts, 0, -1):
         chosen.append(end)
         end = best[level][end][1]
-    return sorted(chosen)
+    return value, sorted(chosen)

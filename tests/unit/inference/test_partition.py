@@ -118,7 +118,13 @@ def test_balanced_stages_follow_the_macs() -> None:
         for a in range(len(points))
         for b in range(a + 1, len(points))
     )
-    assert max(costs) == best
+    assert best <= max(costs) <= best * 1.01
+
+
+def test_balanced_stages_leave_no_stage_nearly_empty() -> None:
+    model = read_model(model_bytes("alexnet"))
+    stages = plan_stages(model, n_stages=6, shard_layers=["conv2", "fc6"])
+    assert [s.outputs[0] for s in stages[:-1]] == ["pool1", "conv2", "conv4", "flatten", "fc6"]
 
 
 def test_default_split_is_conv_part_then_each_fc_then_tail() -> None:
