@@ -79,7 +79,12 @@ def plan(
         return None
     prev = previous if previous is not None and previous.model == profile.model else None
     costs = Costs.build(devices, profile, prev, policy.reserve_fraction)
-    budgets = {d.device: costs.budget(d.device, prev) for d in devices}
+    # seats a device already holds always fit: a heartbeat taken while it was loading them
+    # (memory in use, stage not yet listed) must not unseat it
+    seated = _seated_bytes(prev, profile)
+    budgets = {
+        d.device: max(costs.budget(d.device, prev), seated.get(d.device, 0)) for d in devices
+    }
     ks = {s.index: _wants_shards(budgets, s, policy) for s in profile.stages if s.shardable}
     best = _candidate(costs, budgets, ks, profile=profile, prev=prev, policy=policy)
     best_rate = predict(best, devices, profile, prev).throughput if best else 0.0
@@ -104,6 +109,19 @@ def plan(
     if previous is not None and same_plan(previous, candidate, policy.weight_tolerance):
         return previous
     return candidate
+
+
+def _seated_bytes(prev: Plan | None, profile: ModelProfile) -> dict[str, int]:
+    """Bytes of the stages and shards each device holds in ``prev``."""
+    held: dict[str, int] = {}
+    for sp in prev.stages if prev is not None else []:
+        stage = profile.stages[sp.stage.index]
+        for r in sp.replicas:
+            held[r.device] = held.get(r.device, 0) + stage.memory_for(1.0)
+        for seat in sp.shards:
+            share = stage.fraction(seat.lo, seat.hi)
+            held[seat.device] = held.get(seat.device, 0) + stage.memory_for(share)
+    return held
 
 
 def _switch_margin(prev: Plan | None, stage: int, to: str) -> float:

@@ -13,7 +13,7 @@ from edge_app.scheduling.planner import PlanPolicy, plan, same_plan
 from edge_app.scheduling.predict import equal_split, predict
 from edge_app.scheduling.profile import ModelProfile
 from edge_app.scheduling.registry import DeviceView
-from tests.unit.scheduling.fleet import device, fleet, measured, vgg_like
+from tests.unit.scheduling.fleet import MB, device, fleet, measured, vgg_like
 
 PROFILE = vgg_like()
 
@@ -173,6 +173,14 @@ def test_memory_limits_which_stages_a_device_holds() -> None:
     # it makes up for it on the conv stage, where it takes most of the jobs
     assert weights(p, 0)["w0"] > 0.8
     assert predict(p, devices, PROFILE).efficiency >= 0.95
+
+
+def test_memory_dipping_while_a_device_loads_does_not_unseat_it() -> None:
+    devices = fleet(1, 1, 1, memory_mb=1024)
+    p1 = plan_ok(devices)
+    # w0 is loading its seats: 700 MB in use, none of its stages listed as ready yet
+    loading = [dataclasses.replace(devices[0], memory_available=300 * MB), *devices[1:]]
+    assert plan(loading, PROFILE, p1, 101.0) is p1
 
 
 def test_fleet_too_small_for_the_model_gives_no_plan() -> None:
