@@ -231,6 +231,10 @@ class Scheduler:
                 self._periodic(now)
             except EdgeAppError as exc:  # never let one bad turn stop the writer of the plan
                 log.error("%s: control loop: %s", self.device, exc)
+            except Exception:  # a bug: log it loudly, count it, keep the fleet's plan alive
+                self._errors += 1
+                log.exception("%s: control loop failed; going on", self.device)
+                self._stop.wait(self.options.tick_s)
 
     def _hearing(self, now: float) -> bool:
         """False while disconnected from the broker: silence then says nothing about the
