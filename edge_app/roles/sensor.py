@@ -233,7 +233,7 @@ class Sensor:
             detail=f"camera error: {exc}"[:2048],
         )
         try:
-            self.transport.publish(self.topics.error(self.sensor_id), encode(report), qos=0)
+            self.transport.publish(self.topics.error(self.sensor_id), encode(report))
         except EdgeAppError as err:
             log.debug("error report not sent: %s", err)
 
