@@ -151,6 +151,11 @@ class Demo:
             raise TransportError(f"no MQTT broker answers at {broker.display_url}")
         if broker.tls or any(broker.credentials):
             raise ConfigError("the embedded broker takes no TLS or credentials: drop them")
+        if importlib.util.find_spec("amqtt") is None:
+            raise ConfigError(
+                f"no broker answers at {broker.display_url} and the embedded broker needs amqtt:"
+                " pip install 'edge-app[demo]', or start Mosquitto"
+            )
         port = broker.port if port_free("127.0.0.1", broker.port) else free_port()
         argv = [sys.executable, "-m", "edge_app.roles.embedded_broker", "--port", str(port)]
         child = self.children.start(Child("broker", "embedded broker", argv, critical=True))

@@ -245,6 +245,10 @@ def _make_certs(d: Path) -> None:
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=worker-1")  # fmt: skip
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "client.crt", "-days", "2")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -266,5 +270,33 @@ def test_tls_with_a_private_ca(tmp_path: Path) -> None:
         untrusted = MqttTransport(BrokerConfig(url=broker.url), "no-ca", connect_timeout=2)
         with pytest.raises(TransportError):
             untrusted.start()
+    finally:
+        broker.stop(kill=True)
+
+
+@pytest.mark.slow
+def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    _make_certs(tmp_path)
+    conf = (
+        f"cafile {tmp_path}/ca.crt\ncertfile {tmp_path}/server.crt\n"
+        f"keyfile {tmp_path}/server.key\nrequire_certificate true\n"
+    )
+    broker = MosquittoBroker(tmp_path, conf, scheme="mqtts")
+    broker.start()
+    ca = str(tmp_path / "ca.crt")
+    try:
+        cfg = BrokerConfig(
+            url=broker.url,
+            ca_file=ca,
+            cert_file=str(tmp_path / "client.crt"),
+            key_file=str(tmp_path / "client.key"),
+        )
+        t = MqttTransport(cfg, "mtls")
+        t.start()
+        assert t.connected
+        t.stop()
+        anonymous = MqttTransport(BrokerConfig(url=broker.url, ca_file=ca), "x", connect_timeout=2)
+        with pytest.raises(TransportError):
+            anonymous.start()
     finally:
         broker.stop(kill=True)
