@@ -30,6 +30,7 @@ from edge_app.inference.shard import (
     merge_shards,
     shard_bounds,
     shard_stage,
+    weight_dequantizers,
 )
 
 __all__ = [
@@ -220,7 +221,8 @@ def _isolation(model: Model, cuts: CutAnalysis, op_index: int) -> tuple[int | No
 
 
 def shardable_layer(model: Model, ops: Sequence[int]) -> str | None:
-    """The layer's name when the operators are one shardable layer plus element-wise followers."""
+    """The layer's name when the operators are one shardable layer plus element-wise followers
+    (and the DEQUANTIZE operators of its float16 weights, if any)."""
     sub = model.main
     layers = [i for i in ops if op_name(model, sub.operators[i]) in SHARDABLE_OPS]
     if len(layers) != 1:
@@ -230,7 +232,9 @@ def shardable_layer(model: Model, ops: Sequence[int]) -> str | None:
     except PartitionError:
         return None
     chain = follower_chain(model, layers[0])
-    if sorted(ops) != sorted([layers[0], *chain[: len(ops) - 1]]):
+    dequantizers = weight_dequantizers(model, layers[0])
+    rest = [i for i in sorted(ops) if i != layers[0] and i not in dequantizers]
+    if not set(dequantizers) <= set(ops) or rest != chain[: len(rest)]:
         return None
     return sub.tensors[sub.operators[layers[0]].outputs[0]].name
 

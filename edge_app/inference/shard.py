@@ -24,6 +24,7 @@ from edge_app.inference.layers import (
     num_elements,
     op_name,
     option,
+    producers,
     resolve_layer,
 )
 
@@ -103,6 +104,33 @@ def follower_chain(model: Model, layer_op: int) -> list[int]:
     return chain
 
 
+def constant_source(model: Model, tensor_index: int, reader: int) -> tuple[int, int | None] | None:
+    """The constant behind an operator input: the tensor itself, or the input of a DEQUANTIZE that
+    only ``reader`` reads (float16 weights, as converters store them), with that operator's index;
+    None when the input is computed otherwise."""
+    sub = model.main
+    if is_constant(model, sub.tensors[tensor_index]):
+        return tensor_index, None
+    maker = producers(sub)[tensor_index]
+    if maker < 0 or op_name(model, sub.operators[maker]) != "DEQUANTIZE":
+        return None
+    source = sub.operators[maker].inputs[0]
+    if not is_constant(model, sub.tensors[source]) or consumers(sub)[tensor_index] != [reader]:
+        return None
+    return source, maker
+
+
+def weight_dequantizers(model: Model, op_index: int) -> list[int]:
+    """The DEQUANTIZE operators feeding a layer's weights and bias (belong to its stage)."""
+    op = model.main.operators[op_index]
+    found = []
+    for t in op.inputs[1:3]:
+        source = constant_source(model, t, op_index) if t >= 0 else None
+        if source is not None and source[1] is not None:
+            found.append(source[1])
+    return found
+
+
 def layer_weights(model: Model, op_index: int) -> tuple[Tensor, int]:
     """The weights tensor of a shardable layer and its output-channel axis (PartitionError if the
     operator cannot be split)."""
@@ -112,11 +140,16 @@ def layer_weights(model: Model, op_index: int) -> tuple[Tensor, int]:
     label = f"layer {sub.tensors[op.outputs[0]].name!r} ({name})"
     if name not in SHARDABLE_OPS:
         raise PartitionError(f"{label} cannot be split: only {sorted(SHARDABLE_OPS)} can")
-    if len(op.inputs) < 2 or op.inputs[1] < 0 or not is_constant(model, sub.tensors[op.inputs[1]]):
+    source = (
+        None
+        if len(op.inputs) < 2 or op.inputs[1] < 0
+        else constant_source(model, op.inputs[1], op_index)
+    )
+    if source is None:
         raise PartitionError(f"{label} cannot be split: its weights are not constant")
     if name == "FULLY_CONNECTED" and option(op, "weights_format", 0) not in (0, None):
         raise PartitionError(f"{label} cannot be split: shuffled weights format")
-    weights = sub.tensors[op.inputs[1]]
+    weights = sub.tensors[source[0]]
     axis = SHARDABLE_OPS[name]
     if weights.dtype.metadata:
         raise PartitionError(f"{label} cannot be split: packed weight type")
@@ -133,7 +166,8 @@ def shard_stage(
     op_index = resolve_layer(stage, layer)
     sub = stage.main
     chain = follower_chain(stage, op_index)
-    if sorted([op_index, *chain]) != list(range(len(sub.operators))):
+    dequantizers = weight_dequantizers(stage, op_index)
+    if sorted([op_index, *chain, *dequantizers]) != list(range(len(sub.operators))):
         raise PartitionError(
             f"cannot shard layer {layer!r}: its stage holds other operators than the layer and "
             "its element-wise followers"
@@ -147,9 +181,14 @@ def shard_stage(
     rows = (int(bounds[index]), int(bounds[index + 1]))
     slicer = _Slicer(stage, n_rows, rows)
     op = sub.operators[op_index]
-    slicer.slice_const(op.inputs[1], axis)
-    if len(op.inputs) > 2 and op.inputs[2] >= 0:
-        slicer.slice_const(op.inputs[2], 0)
+    for t, ax in zip(op.inputs[1:3], (axis, 0), strict=False):
+        source = constant_source(stage, t, op_index) if t >= 0 else (-1, None)
+        if source is None:
+            raise PartitionError(f"cannot shard layer {layer!r}: its bias is not constant")
+        if source[0] >= 0:
+            slicer.slice_const(source[0], ax)
+        if source[1] is not None:
+            slicer.narrow_axis(t, ax)
     slicer.narrow_activation(op.outputs[0])
     for f in chain:
         fop = sub.operators[f]
@@ -245,6 +284,19 @@ class _Slicer:
         if size != self.n_rows or t.shape[-1] != self.n_rows:
             raise PartitionError(f"constant {t.name!r} does not broadcast along the channels")
         self.slice_const(tensor_index, len(t.shape) - 1)
+
+    def narrow_axis(self, tensor_index: int, axis: int) -> None:
+        """A computed (dequantized) weight or bias tensor: its output-channel axis narrowed."""
+        t = self.tensors[tensor_index]
+        width = self.rows[1] - self.rows[0]
+        shape = list(t.shape)
+        shape[axis] = width
+        sig = None if t.shape_signature is None else list(t.shape_signature)
+        if sig is not None:
+            sig[axis] = width
+        self.tensors[tensor_index] = dataclasses.replace(
+            t, shape=tuple(shape), shape_signature=None if sig is None else tuple(sig)
+        )
 
     def narrow_activation(self, tensor_index: int) -> None:
         t = self.tensors[tensor_index]

@@ -259,3 +259,54 @@ def test_control_flow_operators_are_refused() -> None:
     )
     with pytest.raises(PartitionError, match=r"operator 1 \(WHILE\) calls other subgraphs"):
         slice_stage(model, StageSpec(1, ("a",), ("y",)))
+
+
+def _with_float16_weights(model: Model) -> Model:
+    """Every FULLY_CONNECTED weight stored as float16 behind a DEQUANTIZE operator placed at the
+    start of the graph, as TFLite's converter writes float16-quantized models."""
+    import dataclasses
+
+    import tflite
+
+    from edge_app.inference.graph import Operator, OperatorCode, Tensor
+
+    sub = model.main
+    model.operator_codes.append(OperatorCode(tflite.BuiltinOperator.DEQUANTIZE))
+    dequantize = len(model.operator_codes) - 1
+    new_ops = []
+    for op in list(sub.operators):
+        if op_name(model, op) != "FULLY_CONNECTED":
+            continue
+        w = sub.tensors[op.inputs[1]]
+        half = np.frombuffer(model.buffers[w.buffer], np.float32).astype(np.float16)
+        model.buffers.append(half.tobytes())
+        sub.tensors.append(
+            Tensor(f"{w.name}/fp16", w.shape, np.dtype(np.float16), len(model.buffers) - 1)
+        )
+        sub.tensors[op.inputs[1]] = dataclasses.replace(w, buffer=0)
+        new_ops.append(Operator(dequantize, [len(sub.tensors) - 1], [op.inputs[1]]))
+    sub.operators[:0] = new_ops
+    return model
+
+
+@pytest.mark.interpreter
+def test_float16_weights_behind_dequantize_split_and_shard() -> None:
+    from edge_app.inference.graph_io import write_model
+
+    model = _with_float16_weights(read_model(model_bytes("resnet_branch")))
+    data = write_model(model)
+    model = read_model(data)
+    assert cut_points(model)[-3:] == ["fc6", "fc7", "fc8"]
+    whole = Runner(data)
+    feed = seeded_inputs(whole.inputs, 1)
+    reference = whole.run(feed)["probabilities"]
+    env = run_split(data, plan_stages(model, n_stages=4), {}, feed)
+    assert_same_output(reference, env["probabilities"])
+    # The float16 weights are sliced behind their DEQUANTIZE, which goes with the layer's stage.
+    stages = default_stages(model)
+    assert [s.shardable_layer for s in stages] == [None, "fc6", "fc7", "fc8", None]
+    fc6 = stages[1]
+    part = read_model(cut_stage(data, fc6, (1, 3)))
+    assert [op_name(part, op) for op in part.main.operators] == ["DEQUANTIZE", "FULLY_CONNECTED"]
+    env = run_split(data, stages, {"fc6": 3, "fc7": 2}, feed)
+    assert_same_output(reference, env["probabilities"])
