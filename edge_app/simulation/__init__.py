@@ -1,0 +1,1 @@
+"""A discrete-event simulator of a fleet running the real planner and the real routing policy."""
