@@ -12,7 +12,8 @@ protocol of the pipeline contract:
   work) plus its own status, heartbeat, metrics and errors. It never writes the plan;
 - the **scheduler** is the only writer of the plan; it reads statuses, heartbeats, metrics, errors;
 - the **dashboard** reads everything in the fleet and Home Assistant's birth message, and writes
-  only discovery configs and its own status;
+  only discovery configs, the per-camera state it derives for Home Assistant (``camera/+``) and
+  its own status;
 - **monitor** (``edge-app status``, debugging) reads everything and writes nothing;
 - **homeassistant** reads the fleet's control plane (never tasks or fan-outs: no frames) and the
   discovery topics, and writes only its own birth message.
@@ -86,7 +87,8 @@ def _dashboard(t: Topics, d: DiscoveryTopics, me: str) -> list[Rule]:
     return [
         Rule("read", t.everything),
         Rule("read", d.birth),
-        Rule("write", d.all_configs),
+        Rule("readwrite", d.all_configs),  # reads retained configs to remove stale ones
+        Rule("write", t.all("camera")),  # the retained latest action per camera, for HA
         Rule("write", t.status(me)),
     ]
 
@@ -96,7 +98,7 @@ def _monitor(t: Topics, d: DiscoveryTopics, me: str) -> list[Rule]:
 
 
 def _homeassistant(t: Topics, d: DiscoveryTopics, me: str) -> list[Rule]:
-    kinds = ("status", "heartbeat", "result", "thumb", "metrics", "error")
+    kinds = ("status", "heartbeat", "result", "thumb", "camera", "metrics", "error")
     return [
         *(Rule("read", t.all(k)) for k in kinds),  # type: ignore[arg-type]
         Rule("read", t.plan),

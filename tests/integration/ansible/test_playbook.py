@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.cli import build_parser
 from edge_app.config import broker_from_env
 from edge_app.errors import TransportError
 from edge_app.inference import zoo
@@ -239,6 +242,40 @@ def test_units_and_configs_are_in_place_with_owners_and_modes(applied: Applied) 
         assert line in unit, line
     generated = applied.inventory.parent / "provision/out/broker/mosquitto.conf"
     assert (applied.root / "etc/mosquitto/mosquitto.conf").read_bytes() == generated.read_bytes()
+
+
+def test_every_unit_command_is_a_valid_edge_app_command_line(applied: Applied) -> None:
+    """The flags in the units exist: parse each ExecStart with the real CLI parser."""
+    parser = build_parser()
+    units = sorted((applied.root / "etc/systemd/system").glob("edge-app-*.service"))
+    assert len(units) == 4
+    for unit in units:
+        line = next(x for x in unit.read_text().splitlines() if x.startswith("ExecStart="))
+        line = line.replace("%i", f"{HOST}-cam").replace("%S", "/var/lib")
+        argv = shlex.split(line.replace("${EDGE_SENSOR_SOURCE}", "camera:0"))
+        assert argv[0].endswith("=/opt/edge-app/venv/bin/edge-app"), argv[0]
+        args = parser.parse_args(argv[1:])
+        assert args.fleet == "home", unit.name
+
+
+def test_units_are_hardened(applied: Applied) -> None:
+    """systemd's own offline audit: exposure 0 (locked down) .. 10 (unprotected)."""
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed")
+    for unit in sorted((applied.root / "etc/systemd/system").glob("edge-app-*.service")):
+        rel = str(unit.relative_to(applied.root))
+        done = subprocess.run(
+            [tool, "security", "--offline=true", f"--root={applied.root}", rel],
+            cwd=applied.root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
+        assert level, done.stdout + done.stderr
+        assert float(level.group(1)) <= 2.5, f"{unit.name}: {level.group(0)}"
 
 
 def test_deployed_broker_accepts_the_deployed_credentials(applied: Applied) -> None:

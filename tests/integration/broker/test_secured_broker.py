@@ -107,6 +107,7 @@ PUBLISH_CASES = [
     ("sched", T.ack("cam1"), False),
     # the dashboard writes discovery configs and its own status; never a job or a plan
     ("dash", D.config("sensor", "cam1", "action"), True),
+    ("dash", T.camera("cam1"), True),
     ("dash", T.task("w1"), False),
     ("dash", T.fanout(0), False),
     ("dash", T.plan, False),
@@ -114,6 +115,8 @@ PUBLISH_CASES = [
     ("dash", T.status("w1"), False),
     # Home Assistant announces itself and nothing else
     ("ha", D.birth, True),
+    ("ha", T.camera("cam1"), False),
+    ("cam1", T.camera("cam1"), False),
     ("ha", T.task("w1"), False),
     ("ha", D.config("sensor", "cam1", "action"), False),
 ]

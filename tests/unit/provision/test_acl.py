@@ -49,6 +49,10 @@ def allowed(role: BrokerRole, me: str, access: str, topic: str) -> bool:
         ("homeassistant", "read", T.task("w1"), False),
         ("homeassistant", "read", T.fanout(0), False),
         ("homeassistant", "read", T.thumb("cam1"), True),
+        ("homeassistant", "read", T.camera("cam1"), True),
+        ("dashboard", "write", T.camera("cam1"), True),
+        ("dashboard", "read", D.config("sensor", "cam1", "action"), True),
+        ("sensor", "write", T.camera("cam1"), False),
         ("monitor", "write", T.status("me"), False),
     ],
 )
