@@ -3,7 +3,8 @@
 Pure state: no I/O, no threads, no clock reads — every method takes ``now`` (the receiver's
 clock; device clocks are only compared with themselves). A device is online from its ``online``
 status or a heartbeat newer than its last ``offline`` status, and offline on its last will (an
-``offline`` status) or after ``missed`` heartbeat intervals without one.
+``offline`` status) or after ``missed`` heartbeat intervals without one (at least
+``MIN_SILENCE_S``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass, field
 from edge_app.messages.schemas import DeviceStatus, Heartbeat, Role, StageLoad
 
 MISSED_HEARTBEATS = 3
+# ... but never less than this: very short intervals (tests, demos) on a loaded machine would
+# otherwise flap devices offline and back, and every flap re-seats their stages.
+MIN_SILENCE_S = 1.0
 MAX_DEVICES = 1024
 DEFAULT_INTERVAL_S = 1.0
 # A heartbeat speed or memory change smaller than this fraction is not worth a re-plan.
@@ -63,6 +67,10 @@ class DeviceRecord:
     def interval_s(self) -> float:
         return self.heartbeat.interval_s if self.heartbeat else DEFAULT_INTERVAL_S
 
+    def silence_limit(self, missed: int) -> float:
+        """Seconds without a heartbeat after which the device counts as gone."""
+        return max(missed * self.interval_s, MIN_SILENCE_S)
+
     def view(self) -> DeviceView:
         hb = self.heartbeat
         if hb is None:
@@ -99,8 +107,8 @@ class Registry:
             rec.online = status.state == "online"
             rec.status = status
             return False  # not plannable before its first heartbeat
-        if rec.status is not None and status.ts < rec.status.ts:
-            return False  # an older status delivered late
+        # Statuses apply in arrival order (the broker keeps one topic's order): a last will
+        # carries the time it was set, at the device's start, older than its "online".
         rec.status = status
         rec.role = status.role
         was = rec.online
@@ -128,7 +136,7 @@ class Registry:
         """Mark devices offline that missed ``missed`` heartbeats; returns their ids."""
         gone = []
         for rec in self.devices.values():
-            if rec.online and now - rec.last_seen > self.missed * rec.interval_s:
+            if rec.online and now - rec.last_seen > rec.silence_limit(self.missed):
                 rec.online = False
                 gone.append(rec.device)
         return gone
@@ -142,7 +150,7 @@ class Registry:
     def next_expiry(self) -> float | None:
         """The receiver time at which the next online device would expire (for a timer)."""
         times = [
-            r.last_seen + self.missed * r.interval_s for r in self.devices.values() if r.online
+            r.last_seen + r.silence_limit(self.missed) for r in self.devices.values() if r.online
         ]
         return min(times, default=None)
 

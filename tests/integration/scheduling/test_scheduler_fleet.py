@@ -19,6 +19,8 @@ from edge_app.config import FleetConfig
 from edge_app.inference.catalog import resolve_model
 from edge_app.inference.compare import compare_outputs
 from edge_app.inference.interpreter import Runner
+from edge_app.messages.schemas import Plan
+from edge_app.pipeline.stages import SeatKey
 from edge_app.roles.scheduler import Scheduler, SchedulerOptions
 from edge_app.roles.worker import Worker
 from edge_app.scheduling.planner import PlanPolicy
@@ -217,6 +219,41 @@ def test_broker_restart_keeps_the_plan_and_the_stream_goes_on(
             stream.pump(0.02)
         assert stream.wait(30, timeout=30), f"{len(stream.outcomes)} of 30"
         check_results(stream, 30)
+    finally:
+        sched.stop()
+        for w in workers:
+            w.stop()
+
+
+def test_measured_service_times_reweight_a_slow_worker(fleet: FleetConfig, stream: Stream) -> None:
+    """w3 is padded to ~20 ms per conv job (a much slower device): once its heartbeats carry
+    enough measurements, the scheduler gives it a small share of the convolutions."""
+
+    def slow_conv(key: SeatKey, seconds: float) -> None:
+        if key[0] == 0:
+            time.sleep(max(0.0, 0.02 - seconds))
+
+    workers = start_workers(fleet, "w1", "w2")
+    slow = Worker(fleet, "w3", MODEL, model_name=CARD.name, compute_hook=slow_conv)
+    slow.start()
+    workers.append(slow)
+    sched = Scheduler(fleet, PROFILE, "sched", options=SchedulerOptions(refresh_s=0.5))
+    sched.start()
+    try:
+        first = stream.wait_plan(lambda p: seated(p) == {"w1", "w2", "w3"}, timeout=10)
+        assert len({r.weight for r in first.stages[0].replicas}) == 1  # nothing measured yet
+        xs = inputs(20)
+        for seq in range(150):
+            stream.send(seq, xs[seq % 20])
+            stream.pump(0.01)
+
+        def slow_is_light(p: Plan) -> bool:
+            w = {r.device: r.weight for r in p.stages[0].replicas}
+            return "w3" in w and w["w3"] < 0.25 * w["w1"]
+
+        reweighted = stream.wait_plan(slow_is_light, timeout=20)
+        assert reweighted.epoch > first.epoch and seated(reweighted) == seated(first)
+        assert stream.wait(150, timeout=30)
     finally:
         sched.stop()
         for w in workers:

@@ -70,14 +70,20 @@ def test_only_material_heartbeat_changes_are_reported() -> None:
     assert reg.on_heartbeat(beat("w1", 4, 4.0, speed=2.0, memory=500), now=4.0) is True
 
 
-def test_reordered_and_stale_messages_are_ignored() -> None:
+def test_reordered_heartbeats_are_ignored() -> None:
     reg = Registry()
     reg.on_heartbeat(beat("w1", 5, 5.0, speed=2.0), now=0.0)
     assert reg.on_heartbeat(beat("w1", 4, 4.0, speed=1.0), now=0.1) is False
     assert reg.workers()[0].speed == 2.0
-    reg.on_status(status("w1", "online", 6.0), now=0.2)
-    assert reg.on_status(status("w1", "offline", 3.0), now=0.3) is False  # older status
-    assert reg.workers()[0].device == "w1"
+
+
+def test_a_will_set_at_start_still_takes_the_device_offline() -> None:
+    # the worker set its will (ts 1.0) before it published "online" (ts 2.0)
+    reg = Registry()
+    reg.on_status(status("w1", "online", 2.0), now=0.0)
+    reg.on_heartbeat(beat("w1", 1, 3.0), now=0.1)
+    assert reg.on_status(status("w1", "offline", 1.0), now=5.0) is True
+    assert reg.workers() == []
 
 
 def test_non_workers_are_tracked_but_not_planned() -> None:
