@@ -1,11 +1,15 @@
 """`edge-app bench partition`: what cutting a model into stages costs.
 
-Per model: the sum of the stage run times over the whole model's run time, in the same process
-with the same thread count (runs of whole and stages interleaved; the median of the ratios, by wall
-clock and by process CPU time, which a loaded machine disturbs less); the time
-to split the model (what ``edge-app model split`` does: plan the default Musical-Chair stages,
-then ``write_split`` their files and manifest); and the peak memory of that split, measured with
-tracemalloc in a fresh subprocess (the model file's bytes included), relative to the file's size.
+Per model, every figure measured in fresh (spawned) processes:
+
+- the sum of the stage run times over the whole model's run time, both loaded in one process
+  with the same thread count, runs interleaved (alternating which goes first), the median of the
+  per-pair ratios by wall clock and by process CPU time; repeated in several processes (the
+  order of loading alternates), because a process's memory layout alone moves the ratio by
+  several percent, and the median over the processes is reported with their range;
+- the time to split the model (what ``edge-app model split`` does: plan the default
+  Musical-Chair stages, then ``write_split`` their files and manifest);
+- the peak memory of that split (tracemalloc, the model file's bytes included) over the file size.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edge_app.errors import ConfigError
 
 DEFAULT_MODELS = ("alexnet", "vgg16", "c3d")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,8 @@ class PartitionResult:
     model: str
     model_bytes: int
     stages: int
-    timings: Timings
+    timings: Timings  # medians over the processes
+    cpu_ratio_range: tuple[float, float]  # smallest and largest CPU ratio of the processes
     outputs_equal: bool
     split_s: float
     split_peak_bytes: int
@@ -62,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser("partition", help="stage overhead, split time and split memory")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated zoo names")
     p.add_argument("--small", action="store_true", help="the small variants (seconds)")
-    p.add_argument("--repeats", type=int, default=7, help="interleaved timed runs per model")
+    p.add_argument("--repeats", type=int, default=9, help="interleaved timed runs per process")
+    p.add_argument("--processes", type=int, default=3, help="fresh processes timed per model")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (both sides)")
     p.set_defaults(func=cmd_partition)
 
@@ -84,12 +92,6 @@ def measure_split(path: str, trace: bool) -> SplitCost:
         peak = tracemalloc.get_traced_memory()[1] if trace else 0
         tracemalloc.stop()
     return SplitCost(len(stages), seconds, peak)
-
-
-def _split_in_subprocess(path: Path, trace: bool) -> SplitCost:
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(measure_split, str(path), trace).result()
 
 
 def _interleaved(whole: Any, stages: list[Any], feed: dict[str, Any], repeats: int) -> Timings:
@@ -118,18 +120,19 @@ def _interleaved(whole: Any, stages: list[Any], feed: dict[str, Any], repeats: i
     )
 
 
-def bench_model(name: str, small: bool, repeats: int, threads: int) -> PartitionResult:
-    from edge_app.inference import zoo
+def measure_timings(
+    path: str, repeats: int, threads: int, whole_first: bool
+) -> tuple[Timings, bool, int]:
+    """In a fresh process: load the whole model and its default stages (in the given order),
+    check that they agree, and time interleaved runs. Returns (timings, outputs equal, stages)."""
     from edge_app.inference.compare import compare_outputs
     from edge_app.inference.graph_io import read_model
     from edge_app.inference.interpreter import Runner
     from edge_app.inference.partition import cut_stage_model, default_stages
     from edge_app.inference.verify import run_stages, seeded_inputs
 
-    path = zoo.cached_build(name, small)
-    data = path.read_bytes()
-    split_s = _split_in_subprocess(path, trace=False).seconds
-    cost = _split_in_subprocess(path, trace=True)
+    data = Path(path).read_bytes()
+    whole = Runner(data, num_threads=threads) if whole_first else None
     model = read_model(data)
     specs = default_stages(model)
     stages = [
@@ -137,35 +140,67 @@ def bench_model(name: str, small: bool, repeats: int, threads: int) -> Partition
         for s in specs
     ]
     del model
-    whole = Runner(data, num_threads=threads)
+    whole = whole or Runner(data, num_threads=threads)
     feed = seeded_inputs(whole.inputs, 0)
     reference = whole.run(feed)
     env = run_stages(stages, feed)  # also the warm-up of the stages
     equal = all(compare_outputs(ref, env[n]).ok for n, ref in reference.items())
+    return _interleaved(whole, stages, feed, repeats), equal, len(specs)
+
+
+def _in_subprocess(fn: Callable[..., T], *args: Any) -> T:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def bench_model(
+    name: str, small: bool, repeats: int, threads: int, processes: int = 3
+) -> PartitionResult:
+    """Every measurement in fresh processes: a process's memory layout alone moves the
+    stages/whole ratio by several percent, so timings are the median over ``processes``."""
+    from edge_app.inference import zoo
+
+    path = str(zoo.cached_build(name, small))
+    split_s = _in_subprocess(measure_split, path, False).seconds
+    cost = _in_subprocess(measure_split, path, True)
+    runs = [
+        _in_subprocess(measure_timings, path, repeats, threads, i % 2 == 0)
+        for i in range(processes)
+    ]
+    per = [t for t, _, _ in runs]
     return PartitionResult(
         model=f"{name}{' (small)' if small else ''}",
-        model_bytes=len(data),
-        stages=len(specs),
-        timings=_interleaved(whole, stages, feed, repeats),
-        outputs_equal=equal,
+        model_bytes=Path(path).stat().st_size,
+        stages=runs[0][2],
+        timings=Timings(
+            whole_s=statistics.median(t.whole_s for t in per),
+            stages_s=statistics.median(t.stages_s for t in per),
+            wall_ratio=statistics.median(t.wall_ratio for t in per),
+            cpu_ratio=statistics.median(t.cpu_ratio for t in per),
+            cpu_min_ratio=statistics.median(t.cpu_min_ratio for t in per),
+        ),
+        cpu_ratio_range=(min(t.cpu_ratio for t in per), max(t.cpu_ratio for t in per)),
+        outputs_equal=all(eq for _, eq, _ in runs),
         split_s=split_s,
         split_peak_bytes=cost.peak_bytes,
     )
 
 
-def format_table(results: list[PartitionResult], threads: int, repeats: int) -> str:
+def format_table(results: list[PartitionResult], threads: int, repeats: int, processes: int) -> str:
     lines = [
-        f"threads={threads} repeats={repeats}",
+        f"threads={threads} repeats={repeats} processes={processes}",
         "| model | file MB | stages | whole s | stages s | stages/whole wall | stages/whole CPU "
-        "| CPU min/min "
-        "| outputs equal | split s | split peak MB | peak/file | (peak-file)/file |",
+        "| CPU ratio per process | outputs equal | split s | split peak MB | peak/file "
+        "| (peak-file)/file |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         t = r.timings
         lines.append(
             f"| {r.model} | {r.model_bytes / 1e6:.1f} | {r.stages} | {t.whole_s:.4f} "
-            f"| {t.stages_s:.4f} | {t.wall_ratio:.3f} | {t.cpu_ratio:.3f} | {t.cpu_min_ratio:.3f} "
+            f"| {t.stages_s:.4f} | {t.wall_ratio:.3f} | {t.cpu_ratio:.3f} "
+            f"| {r.cpu_ratio_range[0]:.3f}-{r.cpu_ratio_range[1]:.3f} "
             f"| {'yes' if r.outputs_equal else 'NO'} "
             f"| {r.split_s:.2f} | {r.split_peak_bytes / 1e6:.1f} | {r.memory_ratio:.2f} "
             f"| {r.memory_ratio - 1:.2f} |"
@@ -180,13 +215,13 @@ def cmd_partition(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in zoo.ZOO_NAMES]
     if unknown or not names:
         raise ConfigError(f"unknown zoo model(s) {unknown}; known: {', '.join(zoo.ZOO_NAMES)}")
-    if args.repeats < 1 or args.threads < 1:
-        raise ConfigError("--repeats and --threads must be at least 1")
+    if min(args.repeats, args.threads, args.processes) < 1:
+        raise ConfigError("--repeats, --threads and --processes must be at least 1")
     results: list[PartitionResult] = []
     for name in names:
-        results.append(bench_model(name, args.small, args.repeats, args.threads))
-        sys.stdout.write(format_table(results[-1:], args.threads, args.repeats))
+        results.append(bench_model(name, args.small, args.repeats, args.threads, args.processes))
+        sys.stdout.write(format_table(results[-1:], args.threads, args.repeats, args.processes))
         sys.stdout.flush()
-    sys.stdout.write("\n" + format_table(results, args.threads, args.repeats))
+    sys.stdout.write("\n" + format_table(results, args.threads, args.repeats, args.processes))
     ok = all(r.outputs_equal for r in results)
     return 0 if ok else 1
