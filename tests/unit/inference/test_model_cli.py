@@ -123,6 +123,7 @@ def test_build_writes_the_zoo_model_once(
 
 
 def test_bench_partition_small(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "partition", "--models", "alexnet", "--small", "--repeats", "2"]) == 0
+    args = ["--models", "alexnet", "--small", "--repeats", "2", "--processes", "1"]
+    assert main(["bench", "partition", *args]) == 0
     out = capsys.readouterr().out
     assert "| alexnet (small) |" in out and "| yes |" in out
