@@ -8,8 +8,10 @@ Accuracy is measured by running the exported ``.tflite`` with ``Runner``, not to
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +74,25 @@ def make_dataset(
             xs.append(prepared if len(spec.shape) == 5 else prepared[0])
             ys.append(label_index)
     return np.stack(xs).astype(np.float32), np.array(ys, dtype=np.int64)
+
+
+def cached_dataset(
+    labels: tuple[str, ...],
+    per_class: int,
+    seed: int,
+    spec: InputSpec,
+    render: Callable[[str, int, int, np.random.Generator], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """make_dataset, kept in $TMPDIR between runs (rendering clips takes minutes)."""
+    key = f"{'-'.join(labels)}|{per_class}|{seed}|{spec.model_dump_json()}|{render.__name__}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"edge-app-train-{digest}.npz"
+    if path.is_file():
+        with np.load(path) as saved:
+            return saved["x"], saved["y"]
+    x, y = make_dataset(labels, per_class, seed, spec, render)
+    np.savez(path, x=x, y=y)
+    return x, y
 
 
 def render_shape(label: str, height: int, width: int, rng: np.random.Generator) -> np.ndarray:

@@ -106,3 +106,20 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ModelError, match="not JSON"):
         load_card(path)
+
+
+# --- the committed models ------------------------------------------------------------------
+COMMITTED = ("shapes", "shapes_int8", "actions")
+MODELS = Path(__file__).resolve().parents[3] / "models"
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_card_matches_its_file(name: str) -> None:
+    card = load_card(MODELS / name / "card.json")
+    assert card.name == name
+    check_model_file(card, MODELS / name / card.file)
+    assert (MODELS / name / card.file).stat().st_size < 5 * 2**20
+    assert card.accuracy is not None
+    assert card.accuracy.value >= 0.95
+    assert card.reproduce is not None
+    assert card.reproduce.split()[-1] == f"models/train_{name.removesuffix('_int8')}.py"

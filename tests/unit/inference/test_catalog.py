@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_app.errors import ModelError
 from edge_app.inference import catalog, zoo
 from edge_app.inference.card import write_card
+from edge_app.inference.interpreter import Runner
+from edge_app.sensors import patterns
+from edge_app.sensors.preprocess import FramePreprocessor
 
 
 @pytest.fixture
@@ -82,3 +86,43 @@ def test_unknown_and_bad_files(tmp_path: Path) -> None:
         catalog.resolve_model(str(junk))
     with pytest.raises(ModelError, match="card"):
         catalog.resolve_model(str(tmp_path))  # a folder without card.json
+
+
+# --- the committed models on freshly generated data ------------------------------------------
+FRESH_SEED = 20261128  # neither a training nor the card's held-out seed
+CAMERA_SIZES = ((120, 160), (240, 320))
+
+
+def _fresh_accuracy(name: str, per_class: int) -> float:
+    card, path = catalog.resolve_model(name)  # by name: the repo's models/, hash checked
+    runner = Runner(path)
+    prepare = FramePreprocessor(card.input)
+    rng = np.random.default_rng(FRESH_SEED)
+    hits = total = 0
+    for i in range(per_class):
+        for index, label in enumerate(card.labels):
+            height, width = CAMERA_SIZES[(i + index) % len(CAMERA_SIZES)]
+            if card.task == "action":
+                fps = card.frame_rate or 15.0
+                frames = patterns.render_clip(
+                    label, card.frames_per_clip or 1, height, width, rng, fps=fps
+                )
+                x = np.stack([prepare(f) for f in frames])
+            else:
+                x = prepare(patterns.render_shape(label, height, width, rng))
+            (probs,) = runner.run(x[None]).values()
+            hits += int(np.argmax(probs[0]) == index)
+            total += 1
+    return hits / total
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize(("name", "per_class"), [("shapes", 30), ("shapes_int8", 30)])
+def test_image_models_hold_their_accuracy(name: str, per_class: int) -> None:
+    assert _fresh_accuracy(name, per_class) >= 0.95
+
+
+@pytest.mark.interpreter
+@pytest.mark.slow
+def test_action_model_holds_its_accuracy() -> None:
+    assert _fresh_accuracy("actions", 25) >= 0.95

@@ -86,3 +86,28 @@ def test_cached_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert zoo.cached_build("resnet_branch", small=True) == path
     assert path.stat().st_mtime_ns == mtime  # not rebuilt
     assert not list(path.parent.glob(".building-*"))
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("name", zoo.INT8_NAMES)
+def test_small_int8_model_runs_and_agrees_with_float(name: str) -> None:
+    data = zoo.build(name, small=True)
+    assert zoo.build(name, small=True) == data  # deterministic, calibration included
+    runner = Runner(data)
+    spec = runner.inputs[0]
+    assert spec.dtype == np.int8
+    assert runner.outputs[0].dtype == np.int8
+    float_runner = Runner(zoo.build(name.removesuffix("_int8"), small=True))
+    rng = np.random.default_rng(3)
+    agree = 0
+    for _ in range(8):
+        x = rng.uniform(-1, 1, spec.shape).astype(np.float32)
+        q = np.clip(np.round(x / spec.scale) + spec.zero_point, -128, 127).astype(np.int8)
+        (out,) = runner.run(q).values()
+        (ref,) = float_runner.run(x).values()
+        out_spec = runner.outputs[0]
+        probs = (out.astype(np.float32) - out_spec.zero_point) * out_spec.scale
+        assert probs.shape == ref.shape
+        assert np.abs(probs - ref).max() < 0.1
+        agree += int(np.argmax(probs) == np.argmax(ref))
+    assert agree >= 6
