@@ -63,8 +63,8 @@ class BrokerSection(_Strict):
     # The largest payload the broker accepts: the largest activation of the deployed models
     # plus the envelope header (see ``limits.message_limit_for_models``).
     message_size_limit: Annotated[int, Field(ge=64 * 1024, le=256 * MIB)] = 16 * MIB
-    # Deployed .tflite files (paths on the generating machine): when given and no explicit
-    # message_size_limit is set, the limit is sized to their largest activation.
+    # Deployed .tflite files (on the generating machine, relative to the fleet file): when
+    # given and no explicit message_size_limit is set, the limit fits their largest activation.
     models: Annotated[list[str], Field(max_length=64)] = []
     max_queued_messages: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
     max_queued_bytes: Annotated[int, Field(ge=0, le=4096 * MIB)] = 256 * MIB
@@ -123,9 +123,14 @@ def load_fleet(path: Path) -> FleetFile:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"fleet file {path} is not valid {path.suffix or 'JSON'}: {exc}") from exc
     try:
-        return FleetFile.model_validate(data)
+        fleet = FleetFile.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"fleet file {path}: {_first_errors(exc)}") from exc
+    if not fleet.broker.models:
+        return fleet
+    # Model paths are relative to the fleet file, like an include.
+    models = [str(path.parent / m) for m in fleet.broker.models]
+    return fleet.model_copy(update={"broker": fleet.broker.model_copy(update={"models": models})})
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:

@@ -110,6 +110,8 @@ def _inventory(tmp: Path, root: Path, wheel: Path, house: Path, **extra: object)
     inventory["all"]["hosts"] = {HOST: host}  # type: ignore[index]
     path = tmp / "inventory" / "hosts.yml"
     path.parent.mkdir(exist_ok=True)
+    # As a user does: start from the example inventory's documented group_vars.
+    shutil.copytree(ANSIBLE / "inventory/example/group_vars", path.parent / "group_vars")
     path.write_text(json.dumps(inventory, indent=1))
     return path
 

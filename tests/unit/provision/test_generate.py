@@ -189,3 +189,13 @@ def test_cli_gen_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str
     fleet.write_text("{}")
     assert main(args) == 2
     assert "fleet file" in capsys.readouterr().err
+
+
+def test_the_example_fleet_file_generates(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[3] / "broker" / "fleet.example.toml"
+    fleet = with_message_limit(load_fleet(example))
+    assert fleet.broker.models and Path(fleet.broker.models[0]).is_file()
+    assert fleet.broker.message_size_limit >= MIN_LIMIT
+    files = build_files(fleet, SEED)
+    assert "devices/homeassistant/broker.env" in files
+    assert b"listener 1883 127.0.0.1" in files["broker/mosquitto.conf"].data
