@@ -12,7 +12,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from edge_app.config import BrokerConfig
 from edge_app.provision.fleet import FleetFile
 from edge_app.provision.generate import build_files, write_tree
 from edge_app.provision.seed import Seed
+from edge_app.transport.base import Received
+from edge_app.transport.mqtt import MqttTransport
 from tests.conftest import MOSQUITTO, free_port, wait_for_port
 
 LIMIT = 256 * 1024
@@ -135,3 +139,23 @@ def wait_until(predicate: object, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+class Spy:
+    """A connected client that records what it receives."""
+
+    def __init__(self, broker: SecuredBroker, user: str, filters: list[str]) -> None:
+        self.got: list[Received] = []
+        self._lock = threading.Lock()
+        self.transport = MqttTransport(broker.config(user), f"spy-{user}-{uuid.uuid4().hex[:6]}")
+        for f in filters:
+            self.transport.subscribe(f, self._record)
+        self.transport.start()
+
+    def _record(self, msg: Received) -> None:
+        with self._lock:
+            self.got.append(msg)
+
+    def has(self, topic: str, payload: bytes) -> bool:
+        with self._lock:
+            return any(m.topic == topic and m.payload == payload for m in self.got)

@@ -25,8 +25,7 @@ from edge_app.messages.topics import Topics
 from edge_app.provision.limits import message_limit_for_models
 from edge_app.sensors.patterns import SHAPES, render_shape
 from tests.conftest import free_port
-from tests.integration.broker.conftest import LIMIT, SecuredBroker, wait_until
-from tests.integration.broker.test_secured_broker import Spy
+from tests.integration.broker.conftest import LIMIT, SecuredBroker, Spy, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 T = Topics.for_fleet("home")

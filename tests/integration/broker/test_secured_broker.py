@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,32 +22,11 @@ from edge_app.errors import TransportError
 from edge_app.messages.topics import DiscoveryTopics, Topics
 from edge_app.provision.generate import build_files
 from edge_app.provision.seed import Seed
-from edge_app.transport.base import Received
 from edge_app.transport.mqtt import MqttTransport
-from tests.integration.broker.conftest import LIMIT, SEED, SecuredBroker, wait_until
+from tests.integration.broker.conftest import LIMIT, SEED, SecuredBroker, Spy, wait_until
 
 T = Topics.for_fleet("home")
 D = DiscoveryTopics()
-
-
-class Spy:
-    """A connected client that records what it receives."""
-
-    def __init__(self, broker: SecuredBroker, user: str, filters: list[str]) -> None:
-        self.got: list[Received] = []
-        self._lock = threading.Lock()
-        self.transport = MqttTransport(broker.config(user), f"spy-{user}-{uuid.uuid4().hex[:6]}")
-        for f in filters:
-            self.transport.subscribe(f, self._record)
-        self.transport.start()
-
-    def _record(self, msg: Received) -> None:
-        with self._lock:
-            self.got.append(msg)
-
-    def has(self, topic: str, payload: bytes) -> bool:
-        with self._lock:
-            return any(m.topic == topic and m.payload == payload for m in self.got)
 
 
 @pytest.fixture
