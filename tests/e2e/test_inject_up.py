@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +88,11 @@ def test_inject_images_and_npy_waits_for_results_equal_to_the_whole_model(
     assert len(lines) == len(files)
     assert {d["status"] for d in lines} == {"ok"}
     assert len({d["job"] for d in lines}) == len(files)
+    late = inject(fleet, files[0], "--model", "shapes", "--sensor", "cam1", "--wait", "--json",
+                  "--deadline", "0.000001")  # fmt: skip
+    assert late.returncode == 1
+    (doc,) = [json.loads(line) for line in late.stdout.splitlines()]
+    assert doc["status"] == "dropped" and doc["reason"] == "deadline"
     for doc in lines:
         if doc["file"] in expected:
             ref = expected[doc["file"]]
@@ -156,6 +162,9 @@ def test_up_with_the_embedded_broker_first_result_and_clean_stop(tmp_path: Path)
         took = float(re.search(r"first result after ([\d.]+) s", text).group(1))  # type: ignore[union-attr]
         assert took <= 15.0 and time.monotonic() - started <= 30, text
         assert "embedded amqtt" in text and "worker-2" in text and "http://127.0.0.1:" in text
+        url = re.search(r"(http://127\.0\.0\.1:\d+/)", text).group(1)  # type: ignore[union-attr]
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert page.status == 200
         pids = child_pids(lines)
         assert len(pids) >= 5  # broker, scheduler, 2 workers, sensor (+ dashboard)
         proc.send_signal(signal.SIGINT)
