@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
-MAX_QUEUED = 10_000
+MAX_QUEUED = 1000  # messages (paho bounds by count): 1000 x 1 MB activations = 1 GB at most
 MAX_INFLIGHT = 200
 
 
