@@ -50,6 +50,7 @@ class MqttTransport:
         self.config = config
         self.client_id = client_id
         self._timeout = connect_timeout
+        self._max_queued = max_queued
         self._subs = Subscriptions(client_id)
         self._callbacks: list[Callable[[], None]] = []
         self._connected = threading.Event()
@@ -180,7 +181,8 @@ class MqttTransport:
             raise TransportError(f"cannot publish to {topic!r}: {exc}") from None
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             self.dropped += 1
-            raise TransportError(f"outgoing queue full ({MAX_QUEUED}); message to {topic} lost")
+            full = f"outgoing queue full ({self._max_queued})"
+            raise TransportError(f"{full}: message to {topic} lost")
         if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos == 0:
             self.dropped += 1
             log.debug("%s: not connected, QoS 0 message on %s dropped", self.client_id, topic)
