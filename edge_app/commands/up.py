@@ -85,13 +85,29 @@ def port_free(host: str, port: int) -> bool:
         return True
 
 
-def check_mqtt(broker: BrokerConfig) -> None:
-    """TransportError unless an MQTT broker accepts us (credentials, TLS) at ``broker``."""
+def online_schedulers(config: FleetConfig, listen_s: float = 1.0) -> list[str]:
+    """Schedulers of this fleet whose retained status says online (TransportError if the broker
+    does not accept us): a second ``up`` on the same fleet would make two plan writers."""
+    from edge_app.messages.schemas import DeviceStatus, decode
+    from edge_app.transport.base import Received
     from edge_app.transport.mqtt import MqttTransport
 
-    probe = MqttTransport(broker, f"edge-up-probe-{os.getpid()}", connect_timeout=3.0)
+    found: dict[str, bool] = {}
+
+    def on_status(msg: Received) -> None:
+        try:
+            status = decode(DeviceStatus, msg.payload)
+        except EdgeAppError:
+            return
+        if status.role == "scheduler":
+            found[status.device] = status.state == "online"
+
+    probe = MqttTransport(config.broker, f"edge-up-probe-{os.getpid()}", connect_timeout=3.0)
+    probe.subscribe(config.topics.all("status"), on_status)
     probe.start()
+    time.sleep(listen_s)  # retained statuses arrive right after the subscription
     probe.stop()
+    return sorted(d for d, online in found.items() if online)
 
 
 def pick_model(name: str | None) -> tuple[str, str]:
@@ -144,7 +160,12 @@ class Demo:
     def start_broker(self) -> BrokerConfig:
         broker = self.config.broker
         if port_open(broker.host, broker.port):
-            check_mqtt(broker)
+            running = online_schedulers(self.config)
+            if running:
+                raise ConfigError(
+                    f"fleet {self.config.fleet!r} on {broker.display_url} already has a scheduler"
+                    f" ({', '.join(running)}): stop it, or pick another --fleet"
+                )
             print(f"broker      {broker.display_url} (already running: using it)")
             return broker
         if broker.host not in LOCAL_HOSTS:

@@ -186,6 +186,9 @@ def test_up_uses_a_running_broker(mosquitto: MosquittoBroker, tmp_path: Path) ->
     try:
         text = "\n".join(lines)
         assert "already running: using it" in text and "first result after" in text, text
+        argv = [*CLI, "up", "--broker", mosquitto.url, "--fleet", "updemo", "--no-dashboard"]
+        second = subprocess.run(argv, check=False, capture_output=True, text=True, cwd=REPO)
+        assert second.returncode == 2 and "already has a scheduler" in second.stderr
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
         assert proc.returncode == 0
