@@ -266,7 +266,7 @@ def cmd_codec(args: argparse.Namespace) -> int:
             }
             for r in results
         ]
-        print(json.dumps(docs, indent=1))  # noqa: T201 - a command's output
+        print(json.dumps(docs, indent=1))
         return 0
     head = (
         "| broker | size | encode ms | decode ms | codec GB/s | transit ms | codec/transit "
@@ -279,5 +279,5 @@ def cmd_codec(args: argparse.Namespace) -> int:
             f"{r.codec_gbps:.1f} | {r.transit_ms:.2f} | {100 * r.codec_share:.1f} % | "
             f"{r.first_hop_ratio:.4f} | {r.wire_ratio:.4f} | {r.samples} |"
         )
-    print("\n".join(lines))  # noqa: T201 - a command's output
+    print("\n".join(lines))
     return 0
