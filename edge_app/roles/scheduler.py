@@ -305,7 +305,7 @@ class Scheduler:
     def _replan(self, now: float) -> None:
         self._dirty_since = None
         self._next_refresh = now + self.options.refresh_s
-        devices = self.registry.workers()
+        devices = self.registry.workers(now)
         current = self.current_plan()
         new = plan(devices, self.profile, current, now, self.policy)
         if new is None:

@@ -57,7 +57,7 @@ class Costs:
         # measurements of another model's stages mean nothing here
         usable = previous is None or previous.model == profile.model
         for d in devices:
-            for load in d.stages:
+            for load in (*d.stages, *d.measured):
                 share = seat_share(previous, d.device, load.stage, load.shard)
                 if load.stage >= len(profile.stages) or share is None or not usable:
                     continue

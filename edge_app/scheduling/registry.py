@@ -24,6 +24,10 @@ DEFAULT_INTERVAL_S = 1.0
 MATERIAL_CHANGE = 0.15
 # Service times are smoothed over heartbeats: one noisy interval must not re-weight the fleet.
 SMOOTHING = 0.3
+# A device keeps what it measured for a stage it no longer holds this long: a device unseated
+# for being slow must not look like a fresh one (and be re-seated) at the next plan.
+REMEMBER_S = 60.0
+MAX_REMEMBERED = 64
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class DeviceView:
     memory_total: int = 0  # bytes; 0 = unknown (no memory limit is enforced)
     memory_available: int = 0
     stages: tuple[StageLoad, ...] = ()  # what it holds and how long each takes
+    measured: tuple[StageLoad, ...] = ()  # recent measurements of stages it no longer holds
     epoch: int = 0  # the plan epoch its heartbeat reported
     load: float = 0.0
     queue_depth: int = 0
@@ -52,16 +57,24 @@ class DeviceRecord:
     heartbeat: Heartbeat | None = None
     heartbeats: int = 0
     service: dict[tuple[int, int | None], float] = field(default_factory=dict)  # smoothed
+    remembered: dict[int, tuple[StageLoad, float]] = field(default_factory=dict)  # stage -> when
 
-    def smooth(self, hb: Heartbeat) -> None:
-        """Fold the heartbeat's service times into the smoothed ones (stages it still holds)."""
+    def smooth(self, hb: Heartbeat, now: float) -> None:
+        """Fold the heartbeat's service times into the smoothed ones (stages it still holds)
+        and remember the whole-stage ones."""
         fresh: dict[tuple[int, int | None], float] = {}
         for load in hb.stages:
             key = (load.stage, load.shard)
             old = self.service.get(key)
             x = load.service_time_s
             fresh[key] = x if old is None or old <= 0 else SMOOTHING * x + (1 - SMOOTHING) * old
+            if load.shard is None and load.jobs > 0:
+                smoothed = load.model_copy(update={"service_time_s": fresh[key]})
+                self.remembered[load.stage] = (smoothed, now)
         self.service = fresh
+        while len(self.remembered) > MAX_REMEMBERED:
+            oldest = min(self.remembered, key=lambda s: self.remembered[s][1])
+            del self.remembered[oldest]
 
     @property
     def interval_s(self) -> float:
@@ -71,7 +84,7 @@ class DeviceRecord:
         """Seconds without a heartbeat after which the device counts as gone."""
         return max(missed * self.interval_s, MIN_SILENCE_S)
 
-    def view(self) -> DeviceView:
+    def view(self, now: float | None = None) -> DeviceView:
         hb = self.heartbeat
         if hb is None:
             return DeviceView(device=self.device)
@@ -88,6 +101,11 @@ class DeviceRecord:
             load=hb.load,
             queue_depth=hb.queue_depth,
             emulated=hb.hardware.emulated,
+            measured=tuple(
+                load
+                for stage, (load, when) in sorted(self.remembered.items())
+                if (now is None or now - when <= REMEMBER_S) and (stage, None) not in self.service
+            ),
         )
 
 
@@ -129,7 +147,7 @@ class Registry:
         old, was = rec.heartbeat, rec.online
         rec.heartbeat, rec.role, rec.last_seen, rec.online = hb, hb.role, now, True
         rec.heartbeats += 1
-        rec.smooth(hb)
+        rec.smooth(hb, now)
         return not was or old is None or _material(old, hb)
 
     def expire(self, now: float) -> list[str]:
@@ -154,10 +172,10 @@ class Registry:
         ]
         return min(times, default=None)
 
-    def workers(self) -> list[DeviceView]:
+    def workers(self, now: float | None = None) -> list[DeviceView]:
         """Online workers that have sent a heartbeat, sorted by id (the planner's input)."""
         return [
-            r.view()
+            r.view(now)
             for r in sorted(self.devices.values(), key=lambda r: r.device)
             if r.online and r.role == "worker" and r.heartbeat is not None
         ]

@@ -247,12 +247,14 @@ def test_measured_service_times_reweight_a_slow_worker(fleet: FleetConfig, strea
             stream.send(seq, xs[seq % 20])
             stream.pump(0.01)
 
-        def slow_is_light(p: Plan) -> bool:
+        def slow_is_light(p: Plan) -> bool:  # a small share, or none at all
             w = {r.device: r.weight for r in p.stages[0].replicas}
-            return "w3" in w and w["w3"] < 0.25 * w["w1"]
+            return w.get("w3", 0.0) < 0.25 * w["w1"]
 
         reweighted = stream.wait_plan(slow_is_light, timeout=20)
-        assert reweighted.epoch > first.epoch and seated(reweighted) == seated(first)
+        assert reweighted.epoch > first.epoch
+        stream.pump(2.0)  # several refreshes: it must not flap back to an equal share
+        assert all(slow_is_light(p) for p in stream.plans if p.epoch > reweighted.epoch)
         assert stream.wait(150, timeout=30)
     finally:
         sched.stop()

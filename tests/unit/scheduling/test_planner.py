@@ -144,6 +144,17 @@ def test_a_few_jobs_are_not_a_measurement() -> None:
     assert w["w0"] == pytest.approx(w["w1"], rel=0.01)
 
 
+def test_a_device_unseated_for_being_slow_stays_unseated() -> None:
+    devices = [measured(device("w0"), 0, 1.0), measured(device("w1"), 0, 1.0), device("w2")]
+    p1 = plan_ok(devices)
+    slow = measured(device("w2"), 0, 200.0)  # it measured 200x slower than the others
+    p2 = plan_ok([*devices[:2], slow], p1)
+    assert "w2" not in weights(p2, 0)
+    # next heartbeat: it no longer holds stage 0, but the scheduler remembers what it measured
+    remembered = dataclasses.replace(device("w2"), measured=slow.stages)
+    assert plan([*devices[:2], remembered], PROFILE, p2, 200.0) is p2
+
+
 def test_speed_calibrated_from_other_devices_measurements() -> None:
     # only w0 measured the conv stage (2x its estimate); w1 (same speed) is assumed alike
     ref = PROFILE.stages[0].reference_s()

@@ -129,3 +129,13 @@ def test_grace_after_a_deaf_period() -> None:
     reg.grace(now=110.0)  # we could not hear anyone from 100 to 110
     assert reg.expire(now=111.0) == []
     assert reg.expire(now=111.6) == ["w1"]
+
+
+def test_measurements_of_dropped_stages_are_remembered_for_a_while() -> None:
+    reg = Registry()
+    slow = [StageLoad(stage=0, service_time_s=2.0, jobs=50)]
+    reg.on_heartbeat(beat("w1", 1, 1.0).model_copy(update={"stages": slow}), now=1.0)
+    reg.on_heartbeat(beat("w1", 2, 2.0).model_copy(update={"stages": []}), now=2.0)  # unseated
+    [view] = reg.workers(now=3.0)
+    assert view.stages == () and [(m.stage, m.service_time_s) for m in view.measured] == [(0, 2.0)]
+    assert reg.workers(now=100.0)[0].measured == ()  # forgotten after REMEMBER_S
