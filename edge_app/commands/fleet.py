@@ -36,18 +36,15 @@ def register(subparsers: Any) -> None:
         metavar="PROFILE",
         help="emulate a device profile (e.g. a Raspberry Pi 3B) on this host",
     )
+    p.add_argument(
+        "--emulate-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="with --emulate: divide every emulated time by F (reported in the heartbeat speed)",
+    )
     add_fleet_args(p)
     p.set_defaults(func=run_worker)
-
-
-def emulation_hook(profile: str) -> Any:
-    """The compute hook that makes this host behave like ``profile`` (filled in by issue 7).
-
-    Returns a ``ComputeHook`` (``(seat_key, seconds) -> None``, called after each stage run, e.g.
-    to sleep the difference to the emulated device's speed); the profile name is also reported
-    in heartbeats as ``hardware.emulated``.
-    """
-    raise ConfigError(f"--emulate {profile}: device emulation is not available in this build")
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -59,18 +56,36 @@ def run_worker(args: argparse.Namespace) -> int:
         raise ConfigError("--threads and --queue must be at least 1")
     config = fleet_config_from_args(args)
     card, path = resolve_model(args.model)
-    hook = emulation_hook(args.emulate) if args.emulate else None
+    emulator, transport = None, None
+    if args.emulate:  # issue 7: pad compute to the profile, pace sends to its link
+        from edge_app.emulation.emulator import emulator_for
+        from edge_app.transport.mqtt import MqttTransport
+
+        if args.emulate_scale <= 0:
+            raise ConfigError("--emulate-scale must be positive")
+        emulator = emulator_for(
+            args.emulate, path.read_bytes(), card.name, time_scale=args.emulate_scale
+        )
+        mqtt = MqttTransport(config.broker, client_id=f"edge-worker-{device}")
+        transport = emulator.wrap(mqtt, config.topics)
     worker = Worker(
         config,
         device,
         path,
         threads=args.threads,
         queue_limit=args.queue,
+        transport=transport,
         model_name=card.name,
         labels=card.labels,
-        options=WorkerOptions(emulate=args.emulate),
-        compute_hook=hook,
+        options=WorkerOptions(
+            emulate=args.emulate,
+            speed=emulator.speed if emulator else 1.0,
+            hardware=emulator.hardware if emulator else None,
+        ),
+        compute_hook=emulator.hook if emulator else None,
     )
+    if emulator is not None:
+        emulator.bind(device, worker.current_plan)
     done = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from edge_app.messages.codec import Ack, Envelope, decode_ack, decode_envelope
 from edge_app.messages.schemas import (
     DeviceStatus,
     ErrorReport,
+    Hardware,
     Heartbeat,
     Plan,
     StageLoad,
@@ -54,6 +55,8 @@ class WorkerOptions:
     drain_s: float = 2.0
     output_limit: int = 1024  # results carry the whole output vector up to this size
     emulate: str | None = None  # device profile name (issue 7 fills the emulation in)
+    speed: float = 1.0  # heartbeat speed (an emulated device reports its profile's)
+    hardware: Callable[[], Hardware] | None = None  # heartbeat hardware (emulation overrides)
     max_error_reports_per_s: int = 50
 
 
@@ -406,7 +409,8 @@ class Worker:
             seq=self._hb_seq,
             ts=time.time(),
             interval_s=self.config.heartbeat_s,
-            hardware=hardware(self.options.emulate),
+            hardware=(self.options.hardware or (lambda: hardware(self.options.emulate)))(),
+            speed=self.options.speed,
             load=self._meter.read(),
             queue_depth=len(self.queue),
             queue_limit=self.queue_limit,

@@ -5,8 +5,10 @@ runs a job through every consecutive stage it holds as a replica, then routes it
 :class:`~edge_app.pipeline.routing.Router` (weighted round-robin, in-flight window per receiver)
 and holds it until the receiver acks; the receiver acks once its own output is sent (or the job
 is done). A sharded stage gets one fan-out message; each holder sends its partial to the merger,
-which runs on once it has all of them. Sends are serialized on the sender's uplink at its link
-rate; acks and control messages take no time. No failures, deadlines or queue limits.
+which runs on once it has all of them; the fan-out is acked (by the first holder whose partial
+the merger acked) only once the merged output has been passed on, and only then does its sender
+ack its own upstream (``Courier._send_routed``). Sends are serialized on the sender's uplink at
+its link rate; acks and control messages take no time. No failures, deadlines or queue limits.
 """
 
 from __future__ import annotations
@@ -136,9 +138,13 @@ class Simulation:
             if isinstance(route, NoRoute):
                 keep.append((job, stage, upstream))
                 continue
-            self._hold(node, (job, stage, None), route.receivers, ())
+            # As the courier: a fan-out is passed on only once its merge is done, so the
+            # upstream acks wait for the fan-out's ack; a task's go at once.
+            fanout = isinstance(route, FanoutRoute)
+            self._hold(node, (job, stage, None), route.receivers, upstream if fanout else ())
             self._send(node, job, stage, route)
-            self._acks(upstream)
+            if not fanout:
+                self._acks(upstream)
         node.parked = keep
 
     def _hold(self, node: Node, key: Key, receivers: frozenset[str], up: tuple[Ack, ...]) -> None:

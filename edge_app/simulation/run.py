@@ -9,7 +9,6 @@ between devices per inference). The report says which one binds.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field
 
 from edge_app.emulation.profiles import Link, load_profiles
@@ -19,6 +18,7 @@ from edge_app.messages.schemas import Plan
 from edge_app.scheduling.planner import PlanPolicy
 from edge_app.simulation.engine import Simulation
 from edge_app.simulation.fleet import SimDevice, converged_plan
+from edge_app.simulation.stats import completion_rate, percentile
 
 SENSOR = "sensor"
 
@@ -224,9 +224,9 @@ def _report(
     t0 = float(marks["t0"])  # type: ignore[arg-type]
     span = max(sim.now - t0, 1e-12)
     ordered = sorted(sim.done, key=lambda j: sim.done[j])
-    window = ordered[load.warmup + 1 :]
+    window = ordered[load.warmup :]
     latencies = sorted(sim.done[j] - sim.created[j] for j in window)
-    throughput = len(window) / span
+    throughput = completion_rate([sim.done[j] for j in window])
     busy0: dict[str, float] = marks["busy0"]  # type: ignore[assignment]
     link0: dict[str, float] = marks["link0"]  # type: ignore[assignment]
     util = {d.id: (sim.nodes[d.id].busy_s - busy0[d.id]) / span for d in devices}
@@ -246,9 +246,9 @@ def _report(
         model=workload.name,
         fleet=counts,
         throughput=throughput,
-        latency_p50=_pct(latencies, 50),
-        latency_p90=_pct(latencies, 90),
-        latency_p99=_pct(latencies, 99),
+        latency_p50=percentile(latencies, 50),
+        latency_p90=percentile(latencies, 90),
+        latency_p99=percentile(latencies, 99),
         utilization=util,
         link_utilization=link_util,
         bottleneck=bottleneck,
@@ -260,11 +260,3 @@ def _report(
         skipped=skipped,
         stages=describe(plan),
     )
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]

@@ -73,10 +73,9 @@ def test_weighted_plan_against_an_equal_split() -> None:
 
 def test_a_sharded_stage_fans_out_and_merges() -> None:
     # Stage 1 forced into 2 shards of 50 rows: a job is 2 s of conv on one device, then 0.5 s on
-    # each shard holder at once (no bytes between stages). With one job in flight the sensor is
-    # acked when the conv device sends the fan-out, so job n+1 (sent at that moment, 10 ms on
-    # the link) reaches the other device while it runs its 0.5 s shard of job n: it starts
-    # 0.5 s after being sent, ends its conv 2.5 s after, its shards 3.0 s after. Period 2.5 s.
+    # each shard holder at once (no bytes between stages). A fan-out is passed on only once
+    # merged, so the conv device acks the sensor only then: with one job in flight, each job
+    # takes 0.01 (link) + 2 + 0.5 = 2.51 s and the next one is sent when it ends.
     w = two_stage(INPUT)
     devices = fleet(device("a"), device("b"))
     plan = converged_plan(devices, w, policy=PlanPolicy(shards={1: 2}))
@@ -85,8 +84,8 @@ def test_a_sharded_stage_fans_out_and_merges() -> None:
     one = simulate(
         devices, w, Load(jobs=20, warmup=2, in_flight=1, sensor_link="gigabit"), plan=plan
     )
-    assert one.latency_p50 == pytest.approx(3.0, rel=1e-5)
-    assert one.throughput == pytest.approx(1 / 2.5, rel=1e-5)
+    assert one.latency_p50 == pytest.approx(2.51, rel=1e-5)
+    assert one.throughput == pytest.approx(1 / 2.51, rel=1e-5)
     # Saturated: per job each device does half the conv jobs (1 s) and its 0.5 s shard:
     # 1.5 s of work per job per device, so 1/1.5 = 2/3 job/s, the compute bound.
     full = simulate(devices, w, Load(jobs=400, sensor_link="gigabit"), plan=plan)
