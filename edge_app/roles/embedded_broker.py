@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
+    # A bare TCP connect (a readiness probe) is logged by amqtt as an error: not one.
+    logging.getLogger("amqtt.broker").addFilter(
+        lambda record: "No data to decode" not in record.getMessage()
+    )
 
     async def run() -> None:
         stop = asyncio.Event()
