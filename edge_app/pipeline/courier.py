@@ -5,12 +5,19 @@ thread forwards, the network thread delivers acks, plans and device status, a ti
 :meth:`Courier.check`. Nothing is published while the lock is held (an in-memory bus delivers
 synchronously, so publishing under the lock could deadlock two processes' locks).
 
-Re-send rules (bounded by ``max_sends``): a receiver that went offline (its last will) or that the
-newest plan no longer seats, or an ack that does not come within ``ack_timeout_s``: the holder
-re-sends with ``attempt + 1`` to a live seat of the NEWEST plan. Past ``deadline + grace`` the
-holder drops the job (reason ``deadline``); after ``max_sends`` sends, reason ``error``. A partial
-sent to a merger that died is released silently: the fan-out sender, which holds the job for the
-whole sharded step, re-sends the step with a new merger.
+Sending never blocks: without room (every seat's in-flight window full) or without a live seat,
+a job is parked and goes out in order as soon as there is room; its upstream ack waits, so the
+senders before us run out of window (back-pressure up to the sensor, which skips frames).
+A replicated hop's upstream acks go out right after the publish; a fan-out's wait for the
+fan-out's own ack (the merger published the merged output), because this holder may itself hold
+a shard or be the merger: two holders know of every job at every moment.
+
+Re-send rules (bounded by ``max_sends``): a receiver that went offline (its last will), that the
+newest plan no longer seats, or whose ack does not come in time (a timeout per stage adapted to
+the measured ack round-trip, as TCP's, between ``min_ack_timeout_s`` and ``ack_timeout_s``): the
+holder re-sends with ``attempt + 1`` to a live seat of the NEWEST plan. Past ``deadline + grace``
+it drops the job (reason ``deadline``); after ``max_sends`` sends, reason ``error``. A partial
+sent to a merger that died is released silently: the fan-out sender re-sends the whole step.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -51,11 +58,29 @@ class Parked:
     upstream: tuple[UpstreamAck, ...]
 
 
+class Rtt:
+    """Smoothed ack round-trip time and its variation (RFC 6298 style)."""
+
+    def __init__(self) -> None:
+        self.srtt = 0.0
+        self.rttvar = 0.0
+        self.samples = 0
+
+    def add(self, sample: float) -> None:
+        if self.samples == 0:
+            self.srtt, self.rttvar = sample, sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
+        self.samples += 1
+
+
 @dataclass(frozen=True)
 class CourierConfig:
     window: int = 4  # in-flight envelopes per receiver
     capacity: int = 1024  # envelopes held at once
-    ack_timeout_s: float = 10.0
+    ack_timeout_s: float = 10.0  # the most an ack may take (and the value before any sample)
+    min_ack_timeout_s: float = 1.0  # the adaptive timeout never goes below this
     deadline_grace_s: float = 1.0
     max_sends: int = 5
 
@@ -87,6 +112,7 @@ class Courier:
         self._cond = threading.Condition(threading.RLock())
         self._closed = False
         self._parked: deque[Parked] = deque()
+        self._rtt: dict[int, Rtt] = {}
 
     # --- state from the network ---------------------------------------------------------------
     def set_plan(self, plan: Plan) -> None:
@@ -110,6 +136,18 @@ class Courier:
         """Release what ``ack`` acknowledges; True if we held it."""
         with self._cond:
             entry = self.table.release(ack)
+            if entry is not None and entry.sends == 1:  # Karn: only unambiguous samples
+                self._rtt.setdefault(entry.header.stage, Rtt()).add(
+                    time.monotonic() - entry.sent_at
+                )
+            log.debug(
+                "ack %s stage %d shard %s from %s: %s",
+                ack.job,
+                ack.stage,
+                ack.shard,
+                ack.device,
+                "held" if entry else "not held",
+            )
             if entry is None:
                 return False
             self._cond.notify_all()
@@ -216,7 +254,7 @@ class Courier:
                 wall=time.time(),
                 offline=self.offline,
                 seated=(lambda r: True) if plan is None else (lambda r: is_seated(plan, r)),
-                ack_timeout_s=self.config.ack_timeout_s,
+                ack_timeout_s=self._timeout,
                 deadline_grace_s=self.config.deadline_grace_s,
             )
             for entry, trigger in due:
@@ -243,9 +281,9 @@ class Courier:
         tried = (
             entry.receivers if trigger == "timeout" and isinstance(entry.route, TaskRoute) else ()
         )
-        got = self._route(h.stage, tried)
+        got = self._route(h.stage, tried, resend=entry)
         if isinstance(got, NoRoute) and tried:
-            got = self._route(h.stage)
+            got = self._route(h.stage, resend=entry)
         if isinstance(got, NoRoute):
             return []  # parked: retried on the next check, plan or status change
         log.info(
@@ -265,16 +303,30 @@ class Courier:
             (self.topics.task(header.merge_to), encode_envelope(Envelope(header, entry.tensors)))
         ]
 
+    def _timeout(self, entry: Entry) -> float:
+        """The ack timeout for ``entry``: adaptive per stage (as TCP's RTO), capped by config."""
+        rtt = self._rtt.get(entry.header.stage)
+        if rtt is None:
+            return self.config.ack_timeout_s
+        rto = rtt.srtt + 4 * rtt.rttvar
+        return min(self.config.ack_timeout_s, max(self.config.min_ack_timeout_s, rto))
+
     # --- helpers (called with the lock held) --------------------------------------------------
-    def _route(self, stage: int, exclude: Iterable[str] = ()) -> Route | NoRoute:
+    def _route(
+        self, stage: int, exclude: Iterable[str] = (), resend: Entry | None = None
+    ) -> Route | NoRoute:
+        """Route a new job, or re-route ``resend`` (its own seats do not count against it)."""
         if self.plan is None:
             return NoRoute("no_route", "no plan yet")
-        if self.table.full:
+        inflight = self.table.inflight()
+        if resend is not None:
+            inflight = inflight - Counter(resend.receivers)
+        elif self.table.full:
             return NoRoute("full", "custody table full")
         return self.router.route(
             self.plan,
             stage,
-            inflight=self.table.inflight(),
+            inflight=inflight,
             offline=self.offline,
             exclude=frozenset(exclude),
         )
@@ -311,11 +363,23 @@ class Courier:
     def _send_routed(
         self, h: Header, tensors: Tensors, route: Route, upstream: tuple[UpstreamAck, ...]
     ) -> Outgoing:
+        fanout = isinstance(route, FanoutRoute)
+        existing = self.table.get((h.job, h.stage, None))
+        if existing is not None:  # a duplicate of a job we already passed on
+            if existing.route is not None and isinstance(existing.route, FanoutRoute):
+                existing.upstream = (*existing.upstream, *upstream)
+                return []
+            return self._ack_messages(upstream)
         header = self._header_for(h, route, attempt=0)
+        log.debug("send %s stage %d to %s", h.job, h.stage, sorted(route.receivers))
         entry = Entry(header, tensors, route.receivers, time.monotonic(), route=route)
+        # A fan-out is not "passed on" until the merger published the merged output: this
+        # holder may itself hold a shard or be the merger, so its own death must not lose the
+        # job. Its upstream acks wait for the fan-out's ack (two holders at every moment).
+        entry.upstream = upstream if fanout else ()
         self.table.add(entry)
         out = [(self._topic_for(route), encode_envelope(Envelope(header, tensors)))]
-        return out + self._ack_messages(upstream)
+        return out if fanout else out + self._ack_messages(upstream)
 
     def _ack_messages(self, upstream: Iterable[UpstreamAck]) -> Outgoing:
         return [(self.topics.ack(u.to), encode_ack(u.ack)) for u in upstream]

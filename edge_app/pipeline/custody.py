@@ -13,7 +13,7 @@ attempt releases the entry: whichever attempt got through, the job moved on.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -87,6 +87,9 @@ class CustodyTable:
         self._inflight.update(entry.receivers)
         return True
 
+    def get(self, key: CustodyKey) -> Entry | None:
+        return self._entries.get(key)
+
     def remove(self, key: CustodyKey) -> Entry | None:
         entry = self._entries.pop(key, None)
         if entry is not None:
@@ -120,7 +123,7 @@ class CustodyTable:
         wall: float,
         offline: Collection[str],
         seated: Any,
-        ack_timeout_s: float,
+        ack_timeout_s: Callable[[Entry], float],
         deadline_grace_s: float,
     ) -> list[tuple[Entry, Trigger]]:
         """Entries that need action now, and why (the first reason that applies)."""
@@ -132,6 +135,6 @@ class CustodyTable:
                 out.append((entry, "offline"))
             elif entry.route is not None and not seated(entry.route):
                 out.append((entry, "unseated"))
-            elif mono - entry.sent_at > ack_timeout_s:
+            elif mono - entry.sent_at > ack_timeout_s(entry):
                 out.append((entry, "timeout"))
         return out

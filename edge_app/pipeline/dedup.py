@@ -1,9 +1,11 @@
 """A bounded LRU of the data messages a worker has already taken in.
 
 Delivery is at-least-once: the broker may deliver a QoS 1 message twice and a holder re-sends
-after a timeout. A receiver remembers ``(job, stage, shard, attempt)`` of what it took so an exact
-duplicate is not computed twice; a re-send (a new attempt) is a new message on purpose, because
-the first one may have been lost with a dead device.
+after a timeout. A receiver remembers ``(job, stage, shard, attempt, sender)`` of what it took,
+so an exact duplicate is not computed twice; a re-send (a new attempt) is a new message on
+purpose, because the first may have been lost with a dead device. The sender is in the key:
+when a holder dies, the job is re-sent from further upstream, and the messages of the new path
+start again at attempt 0, from other senders.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-DedupKey = tuple[str, int, int | None, int]
-"""(job, stage, shard, attempt)"""
+DedupKey = tuple[str, int, int | None, int, str]
+"""(job, stage, shard, attempt, sender)"""
 
 
 class Dedup:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,7 @@ class Worker:
         self._plan: Plan | None = None
         self._seats: list[Seat] = []
         self._fanouts: set[int] = set()
+        self._early: deque[tuple[str, Envelope]] = deque(maxlen=256)  # fan-outs of a newer plan
         self._plan_changed = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -237,6 +239,12 @@ class Worker:
             self._seats = seats_for(plan, self.device)
         self.courier.set_plan(plan)
         self._plan_changed.set()
+        with self._lock:
+            early = [e for e in self._early if e[1].header.epoch <= plan.epoch]
+            for item in early:
+                self._early.remove(item)
+        for topic, env in early:
+            self._take_fanout(topic, env, early_ok=False)
         log.info(
             "%s: plan epoch %d, seats %s", self.device, plan.epoch, [s.key for s in self._seats]
         )
@@ -278,7 +286,16 @@ class Worker:
         if plan is not None and h.stage >= len(plan.stages) + (h.shard is not None):
             self.report(msg.topic, "validation", f"job {h.job}: no stage {h.stage} in the plan")
             return None
-        if self.dedup.seen((h.job, h.stage, h.shard, h.attempt)):
+        log.debug(
+            "%s: got %s stage %d shard %s attempt %d from %s",
+            self.device,
+            h.job,
+            h.stage,
+            h.shard,
+            h.attempt,
+            h.sender,
+        )
+        if self.dedup.seen((h.job, h.stage, h.shard, h.attempt, h.sender)):
             self.accounting.count("duplicates")
             return None
         return env
@@ -313,22 +330,32 @@ class Worker:
         env = self._envelope(msg)
         if env is None:
             return
+        self._take_fanout(msg.topic, env, early_ok=True)
+
+    def _take_fanout(self, topic: str, env: Envelope, *, early_ok: bool) -> None:
         h = env.header
         if h.layout is None or h.merge_to is None or h.shard is not None:
-            self.report(msg.topic, "validation", f"job {h.job}: fan-out without layout/merger")
+            self.report(topic, "validation", f"job {h.job}: fan-out without layout/merger")
             return
         with self._lock:
             mine = [s for s in self._seats if s.stage.index == h.stage and s.shard is not None]
+            newer = self._plan is not None and h.epoch > self._plan.epoch
+            held = any(s.stage.index == h.stage for s in self._seats)
+            if not held and not newer:
+                return  # a fan-out for other shard holders (we listen to every sharded stage)
+            if (not mine or any(s.layout != h.layout for s in mine)) and newer and early_ok:
+                self._early.append((topic, env))  # its plan is on the way: wait for it
+                return
         if not mine or any(s.layout != h.layout for s in mine):
             self.report(
-                msg.topic,
+                topic,
                 "stale",
                 f"job {h.job}: layout {h.layout} of epoch {h.epoch}"
                 f" is not this device's split of stage {h.stage}; not acked",
             )
             return
         for seat in mine:
-            self._enqueue(Work("shard", h, env.tensors, time.time(), msg.topic, shard=seat.shard))
+            self._enqueue(Work("shard", h, env.tensors, time.time(), topic, shard=seat.shard))
 
     def _enqueue(self, work: Work) -> None:
         if not self.queue.offer(work):
@@ -351,7 +378,9 @@ class Worker:
             self._plan_changed.clear()
             with self._lock:
                 seats = list(self._seats)
-            self._sync_fanouts({s.stage.index for s in seats if s.shard is not None})
+            plan = self.current_plan()
+            if plan is not None:  # every sharded stage: a device seated later is listening already
+                self._sync_fanouts({sp.stage.index for sp in plan.stages if sp.mode == "sharded"})
             for seat in self.cache.sync(seats):
                 if self._plan_changed.is_set() or self._stop.is_set():
                     break  # a newer plan came: re-sync first

@@ -186,3 +186,27 @@ def test_acks_from_the_wire(memory_bus: MemoryBus) -> None:
     from edge_app.messages.codec import decode_ack
 
     assert c.on_ack(decode_ack(encode_ack(Ack("j1", 0, None, 3, "a"))))  # any attempt releases
+
+
+def test_a_full_window_does_not_block_re_sending_its_own_jobs(memory_bus: MemoryBus) -> None:
+    tap = Tap(memory_bus)
+    c = courier(memory_bus, window=2)
+    c.set_plan(make_plan(1, conv=["a"], fc_shards=["s0", "s1"], head_=["h1", "h2"]))
+    c.forward(header("j1", stage=1), X)
+    c.forward(header("j2", stage=1), X)  # both shard holders' windows are now full
+    mergers = [decode_envelope(m.payload).header.merge_to for m in tap.on("fanout")]
+    c.set_online(mergers[0] or "", False)
+    resent = [decode_envelope(m.payload).header for m in tap.on("fanout")[2:]]
+    assert [h.job for h in resent] == ["j1"] and resent[0].merge_to != mergers[0]
+
+
+def test_fanout_defers_the_upstream_ack_until_the_step_is_done(memory_bus: MemoryBus) -> None:
+    tap = Tap(memory_bus)
+    c = courier(memory_bus)
+    c.set_plan(make_plan(1, conv=["a"], fc_shards=["s0", "s1"], head_=["h"]))
+    up = UpstreamAck("src", Ack("j1", 0, None, 0, "me"))
+    c.forward(header(stage=1), X, [up])
+    assert not tap.on("ack")  # this holder may be a shard holder or the merger itself
+    c.on_ack(Ack("j1", 1, None, 0, "s1"))
+    (ack,) = tap.on("ack")
+    assert ack.topic == TOPICS.ack("src")

@@ -102,11 +102,11 @@ def test_malformed_partials_are_refused() -> None:
 
 def test_dedup_lru() -> None:
     d = Dedup(capacity=2)
-    assert not d.seen(("a", 0, None, 0))
-    assert d.seen(("a", 0, None, 0))
-    assert not d.seen(("a", 0, None, 1))  # a re-send is new
-    assert not d.seen(("b", 0, None, 0))  # evicts the least recent: (a, 0)
-    assert len(d) == 2
-    assert not d.seen(("a", 0, None, 0))
-    d.mark_done(("a", 0, None, 0))
-    assert d.is_done(("a", 0, None, 0))
+    assert not d.seen(("a", 0, None, 0, "w1"))
+    assert d.seen(("a", 0, None, 0, "w1"))
+    assert not d.seen(("a", 0, None, 1, "w1"))  # a re-send is new
+    assert not d.seen(("a", 0, None, 1, "w2"))  # so is the same attempt from another sender
+    assert len(d) == 2  # (a, 0, w1) was evicted, the least recently used
+    assert not d.seen(("a", 0, None, 0, "w1"))
+    d.mark_done(("a", 0, None, 0, "w1"))
+    assert d.is_done(("a", 0, None, 0, "w1"))
