@@ -85,18 +85,7 @@ def plan(
     budgets = {
         d.device: max(costs.budget(d.device, prev), seated.get(d.device, 0)) for d in devices
     }
-    ks = {s.index: _wants_shards(budgets, s, policy) for s in profile.stages if s.shardable}
-    best = _candidate(costs, budgets, ks, profile=profile, prev=prev, policy=policy)
-    best_rate = predict(best, devices, profile, prev).throughput if best else 0.0
-    # Sharding for memory's sake can cap throughput (a large fleet, few shard holders):
-    # replicate a stage instead when memory allows and it is clearly faster.
-    for s in sorted(ks, key=lambda i: -profile.stages[i].memory_for(1.0)):
-        if ks[s] < 2 or s in policy.shards:
-            continue
-        trial = _candidate(costs, budgets, {**ks, s: 1}, profile=profile, prev=prev, policy=policy)
-        rate = predict(trial, devices, profile, prev).throughput if trial else 0.0
-        if rate > best_rate * (1.0 + _switch_margin(prev, s, "replicated")):
-            best, best_rate, ks = trial, rate, {**ks, s: 1}
+    best = _best_candidate(devices, costs, budgets, profile=profile, prev=prev, policy=policy)
     if best is None:
         return None
     candidate = best.model_copy(
@@ -109,6 +98,30 @@ def plan(
     if previous is not None and same_plan(previous, candidate, policy.weight_tolerance):
         return previous
     return candidate
+
+
+def _best_candidate(
+    devices: list[DeviceView],
+    costs: Costs,
+    budgets: dict[str, float],
+    *,
+    profile: ModelProfile,
+    prev: Plan | None,
+    policy: PlanPolicy,
+) -> Plan | None:
+    """Shard where memory says so; then, stage by stage, keep a replicated variant instead if
+    memory allows it and it is clearly faster (a large fleet outgrows a few shard holders)."""
+    ks = {s.index: _wants_shards(budgets, s, policy) for s in profile.stages if s.shardable}
+    best = _candidate(costs, budgets, ks, profile=profile, prev=prev, policy=policy)
+    best_rate = predict(best, devices, profile, prev).throughput if best else 0.0
+    for s in sorted(ks, key=lambda i: -profile.stages[i].memory_for(1.0)):
+        if ks[s] < 2 or s in policy.shards:
+            continue
+        trial = _candidate(costs, budgets, {**ks, s: 1}, profile=profile, prev=prev, policy=policy)
+        rate = predict(trial, devices, profile, prev).throughput if trial else 0.0
+        if rate > best_rate * (1.0 + _switch_margin(prev, s, "replicated")):
+            best, best_rate, ks = trial, rate, {**ks, s: 1}
+    return best
 
 
 def _seated_bytes(prev: Plan | None, profile: ModelProfile) -> dict[str, int]:

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edge_app.errors import ModelError
 from edge_app.messages.schemas import ModelRef, StageDef
+
+if TYPE_CHECKING:  # the inference layer is imported only when a model file is profiled
+    from edge_app.inference.graph import Model
+    from edge_app.inference.layers import LayerInfo
+    from edge_app.inference.partition import StageSpec
 
 # A Raspberry Pi 3B-like reference: VGG16's convolutions (15.3 GMAC) take ~7.3 s, so ~2.1 GMAC/s;
 # its fc_1 (411 MB of float weights, 0.1 GMAC) takes ~2.5 s: FC layers are bound by memory
@@ -98,43 +104,40 @@ class ModelProfile:
 def profile_from_model(model_bytes: bytes, name: str) -> ModelProfile:
     """The profile of a ``.tflite`` model under the partitioner's default stages."""
     from edge_app.inference.graph_io import read_model
-    from edge_app.inference.layers import profile_model, resolve_layer, tensor_bytes, tensor_index
-    from edge_app.inference.partition import default_stages, stage_operators
-    from edge_app.inference.shard import layer_weights
+    from edge_app.inference.layers import profile_model
+    from edge_app.inference.partition import default_stages
 
     model = read_model(model_bytes)
     layers = profile_model(model)
-    sub = model.main
-    stages = []
-    for spec in default_stages(model):
-        ops = stage_operators(model, spec)
-        rows = shard_w = shard_macs = 0
-        if spec.shardable_layer is not None:
-            op = resolve_layer(model, spec.shardable_layer)
-            weights, axis = layer_weights(model, op)
-            rows, shard_w, shard_macs = (
-                weights.shape[axis],
-                layers[op].weight_bytes,
-                layers[op].macs,
-            )
-        in_bytes = sum(tensor_bytes(sub.tensors[tensor_index(sub, n)]) for n in spec.inputs)
-        out_bytes = sum(tensor_bytes(sub.tensors[tensor_index(sub, n)]) for n in spec.outputs)
-        stages.append(
-            StageProfile(
-                stage=StageDef(
-                    index=spec.index,
-                    inputs=list(spec.inputs),
-                    outputs=list(spec.outputs),
-                    shardable_layer=spec.shardable_layer,
-                ),
-                macs=sum(layers[i].macs for i in ops),
-                weight_bytes=sum(layers[i].weight_bytes for i in ops),
-                output_bytes=out_bytes,
-                input_bytes=in_bytes,
-                rows=rows,
-                shard_weight_bytes=shard_w,
-                shard_macs=shard_macs,
-            )
-        )
+    stages = tuple(_stage_profile(model, layers, spec) for spec in default_stages(model))
     ref = ModelRef(name=name, sha256=hashlib.sha256(model_bytes).hexdigest())
-    return ModelProfile(model=ref, stages=tuple(stages))
+    return ModelProfile(model=ref, stages=stages)
+
+
+def _stage_profile(model: Model, layers: list[LayerInfo], spec: StageSpec) -> StageProfile:
+    from edge_app.inference.layers import resolve_layer, tensor_bytes, tensor_index
+    from edge_app.inference.partition import stage_operators
+    from edge_app.inference.shard import layer_weights
+
+    sub = model.main
+    ops = stage_operators(model, spec)
+    rows = shard_w = shard_macs = 0
+    if spec.shardable_layer is not None:
+        op = resolve_layer(model, spec.shardable_layer)
+        weights, axis = layer_weights(model, op)
+        rows, shard_w, shard_macs = weights.shape[axis], layers[op].weight_bytes, layers[op].macs
+    return StageProfile(
+        stage=StageDef(
+            index=spec.index,
+            inputs=list(spec.inputs),
+            outputs=list(spec.outputs),
+            shardable_layer=spec.shardable_layer,
+        ),
+        macs=sum(layers[i].macs for i in ops),
+        weight_bytes=sum(layers[i].weight_bytes for i in ops),
+        output_bytes=sum(tensor_bytes(sub.tensors[tensor_index(sub, n)]) for n in spec.outputs),
+        input_bytes=sum(tensor_bytes(sub.tensors[tensor_index(sub, n)]) for n in spec.inputs),
+        rows=rows,
+        shard_weight_bytes=shard_w,
+        shard_macs=shard_macs,
+    )
