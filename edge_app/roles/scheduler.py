@@ -278,7 +278,14 @@ class Scheduler:
             if current is not None and incoming.epoch <= current.epoch:
                 return  # our own plan echoed back, or an older one
             self._plan = incoming
-        if incoming.scheduler != self.device:
+        if incoming.scheduler != self.device and self._published:
+            log.warning(
+                "%s: %s published plan epoch %d: run one scheduler per fleet (one writer)",
+                self.device,
+                incoming.scheduler,
+                incoming.epoch,
+            )
+        elif incoming.scheduler != self.device:
             log.info(
                 "%s: plan epoch %d from %s (retained): continuing from it",
                 self.device,
