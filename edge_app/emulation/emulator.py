@@ -55,6 +55,7 @@ class Emulator:
         self.speed = speed_of(profile, timing, ref) * time_scale
         self.device = ""
         self.plan_source: Callable[[], Plan | None] = lambda: None
+        self.busy_s = 0.0  # emulated seconds of compute so far (for utilization and energy)
         self._free_at = 0.0  # when the emulated device finishes its current job (monotonic)
         self.overruns = 0  # jobs the host ran more than OVERRUN_SLACK_S slower than emulated
         self.overrun_s = 0.0  # total seconds the host ran over the emulated times
@@ -91,6 +92,7 @@ class Emulator:
         real_start = now - seconds
         with self._lock:
             self.jobs += 1
+            self.busy_s += target
             gap = real_start - self._free_at
             start = self._free_at if 0.0 <= gap < BACK_TO_BACK_S else real_start
             finish = start + target

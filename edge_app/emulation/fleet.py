@@ -24,7 +24,7 @@ from edge_app.emulation.profiles import load_profiles
 from edge_app.emulation.surrogate import timing_profile
 from edge_app.emulation.workload import Workload
 from edge_app.errors import ConfigError
-from edge_app.messages.schemas import JobOutcome, Plan
+from edge_app.messages.schemas import JobOutcome, Plan, encode
 from edge_app.pipeline.jobs import JobPublisher, PublisherOptions
 from edge_app.roles.scheduler import Scheduler, SchedulerOptions
 from edge_app.roles.sink import OutcomeSink
@@ -50,6 +50,9 @@ class EmulatedRun:
     plan: Plan
     epochs: tuple[int, int]  # plan epoch at the start and at the end of the measurement
     wall_s: float
+    utilization: dict[str, float] = field(default_factory=dict)  # emulated busy fraction
+    power_w: float = 0.0  # the fleet's modeled power at that utilization
+    energy_j: float = 0.0  # per inference, in device time (power x 1 / device-time rate)
     latencies: list[float] = field(default_factory=list)
 
 
@@ -67,6 +70,7 @@ class FleetSpec:
     # Re-plan on fleet changes only: at a large time scale the host's per-job noise (10-20 ms)
     # is a large part of a short emulated stage and would skew measured-time re-plans.
     refresh_s: float = 1e6
+    fixed_plan: Plan | None = None  # publish this plan instead of running the scheduler
 
 
 class EmulatedFleet:
@@ -85,6 +89,7 @@ class EmulatedFleet:
         self._done: list[JobOutcome] = []
         self._stop = threading.Event()
         self._feeder: threading.Thread | None = None
+        self._fixed: Plan | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -122,6 +127,13 @@ class EmulatedFleet:
             worker.start()
             self.workers.append(worker)
             self.emulators.append(emu)
+        if spec.fixed_plan is not None:
+            self._fixed = spec.fixed_plan.model_copy(update={"epoch": 1, "ts": time.time()})
+            pub = self.bus.connect("planner")
+            pub.start()
+            pub.publish(self.config.topics.plan, encode(self._fixed), retain=True)
+            self._start_sensor()
+            return
         self.scheduler = Scheduler(
             self.config,
             profile,
@@ -165,13 +177,15 @@ class EmulatedFleet:
             self._done.append(outcome)
             self._cond.notify_all()
 
+    def current_plan(self) -> Plan | None:
+        return self._fixed or (self.scheduler.current_plan() if self.scheduler else None)
+
     def wait_seated(self, timeout: float = 30.0) -> Plan:
         """Wait until the plan seats every device."""
-        assert self.scheduler is not None
         end = time.monotonic() + timeout
         want = {d.id for d in self.spec.devices}
         while time.monotonic() < end:
-            plan = self.scheduler.current_plan()
+            plan = self.current_plan()
             if plan is not None and _seated(plan) >= want:
                 return plan
             time.sleep(0.1)
@@ -187,7 +201,7 @@ class EmulatedFleet:
 
     def measure(self, jobs: int, warmup: int) -> EmulatedRun:
         """Keep the sensor busy; measure ``jobs`` results after ``warmup`` results."""
-        assert self.scheduler is not None and self.publisher is not None
+        assert self.publisher is not None
         plan = self.wait_seated()
         shape = self._input_shape()
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -195,14 +209,28 @@ class EmulatedFleet:
         self._feeder = threading.Thread(target=self._feed, args=(x,), daemon=True)
         self._feeder.start()
         self._wait_results(warmup + 1)
-        epoch0 = self.scheduler.current_plan() or plan
+        busy0, mono0 = [e.busy_s for e in self.emulators], time.monotonic()
+        epoch0 = self.current_plan() or plan
         last = self._wait_results(warmup + 1 + jobs)
+        span = max(1e-9, time.monotonic() - mono0)
+        util = {
+            d.id: min(1.0, (e.busy_s - b0) / span)
+            for d, e, b0 in zip(self.spec.devices, self.emulators, busy0, strict=True)
+        }
+        power = sum(
+            d.profile.power_idle_w + (d.profile.power_full_w - d.profile.power_idle_w) * util[d.id]
+            for d in self.spec.devices
+        )
         window = last[warmup:]
         ok = [o for o in window if o.status == "ok"]
         lat = sorted(o.latency_s for o in ok)
-        final = self.scheduler.current_plan() or plan
+        final = self.current_plan() or plan
+        rate = completion_rate([o.done_ts for o in ok])
         return EmulatedRun(
-            throughput=completion_rate([o.done_ts for o in ok]),
+            throughput=rate,
+            utilization=util,
+            power_w=power,
+            energy_j=power / (rate / self.spec.time_scale) if rate > 0 else float("inf"),
             latency_p50=percentile(lat, 50),
             latency_p90=percentile(lat, 90),
             results=len(ok),
