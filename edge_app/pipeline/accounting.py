@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Literal
 
 from edge_app.messages.codec import TraceEntry
-from edge_app.messages.schemas import DropReason, Metrics, Role, StageTiming
+from edge_app.messages.schemas import DropReason, ErrorReport, Metrics, Role, StageTiming, encode
+
+log = logging.getLogger(__name__)
+
+ErrorKind = Literal["decode", "validation", "stale", "shape", "dtype", "size", "runtime", "other"]
 
 
 class Accounting:
@@ -72,3 +79,41 @@ def transfer_time(created: float, trace: tuple[TraceEntry, ...], received: float
         per_stage[stage] = max(per_stage.get(stage, 0.0), q + c + t)
     published = created + sum(per_stage.values())
     return max(0.0, received - published)
+
+
+class ErrorReporter:
+    """A rejected message: a counter, a log line and an ErrorReport on ``error/<device>``.
+
+    Rate-limited (``max_per_s`` reports and log lines a second; the counter counts them all), so
+    a flood of garbage cannot turn into a flood of reports.
+    """
+
+    def __init__(
+        self,
+        publish: Callable[[bytes], None],
+        device: str,
+        accounting: Accounting,
+        max_per_s: int = 50,
+    ) -> None:
+        self.publish = publish
+        self.device = device
+        self.accounting = accounting
+        self.max_per_s = max_per_s
+        self._lock = threading.Lock()
+        self._second = 0.0
+        self._n = 0
+
+    def __call__(self, topic: str, kind: ErrorKind, detail: str) -> None:
+        self.accounting.count("errors")
+        with self._lock:
+            now = time.monotonic()
+            if now - self._second >= 1.0:
+                self._second, self._n = now, 0
+            self._n += 1
+            if self._n > self.max_per_s:
+                return
+        log.warning("%s: rejected message on %s (%s): %s", self.device, topic, kind, detail)
+        report = ErrorReport(
+            device=self.device, ts=time.time(), topic=topic[:256], kind=kind, detail=detail[:2048]
+        )
+        self.publish(encode(report))

@@ -23,7 +23,7 @@ import numpy as np
 from edge_app.errors import DecodeError, EdgeAppError
 from edge_app.messages.codec import Ack, Header, TraceEntry
 from edge_app.messages.schemas import JobOutcome, Plan, TopK
-from edge_app.pipeline.accounting import Accounting, stage_timings, transfer_time
+from edge_app.pipeline.accounting import Accounting, ErrorKind, stage_timings, transfer_time
 from edge_app.pipeline.courier import Courier
 from edge_app.pipeline.custody import UpstreamAck
 from edge_app.pipeline.merge import OpenMerge
@@ -31,7 +31,6 @@ from edge_app.pipeline.stages import SeatKey, StageCache, Tensors
 
 log = logging.getLogger(__name__)
 
-ErrorKind = Literal["decode", "validation", "stale", "shape", "dtype", "size", "runtime", "other"]
 Reporter = Callable[[str, ErrorKind, str], None]
 ComputeHook = Callable[[SeatKey, float], None]
 

@@ -6,11 +6,13 @@ import logging
 import platform
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from edge_app.messages.schemas import Hardware
+from edge_app.messages.schemas import Hardware, Heartbeat, StageLoad
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +96,59 @@ class LoadMeter:
             value = min(1.0, self._busy / span)
             self._busy, self._since = 0.0, now
             return value
+
+
+class HeartbeatBuilder:
+    """A worker's heartbeats: numbered, with hardware, load since the last one and its seats."""
+
+    def __init__(
+        self,
+        device: str,
+        interval_s: float,
+        queue_limit: int,
+        hardware_fn: Callable[[], Hardware],
+        speed: float = 1.0,
+    ) -> None:
+        self.device = device
+        self.interval_s = interval_s
+        self.queue_limit = queue_limit
+        self.hardware_fn = hardware_fn
+        self.speed = speed
+        self.versions = versions()
+        self._meter = LoadMeter()
+        self._busy_seen = 0.0
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def build(self, *, busy_s: float, queue_depth: int, epoch: int, slots: list[Any]) -> Heartbeat:
+        """``slots``: the stage cache's slots (ready ones are reported with their service time)."""
+        with self._lock:
+            self._meter.add(busy_s - self._busy_seen)
+            self._busy_seen = busy_s
+            self._seq += 1
+            seq = self._seq
+        stages = [
+            StageLoad(
+                stage=s.seat.stage.index,
+                shard=s.seat.shard,
+                service_time_s=s.service_s,
+                jobs=s.jobs,
+            )
+            for s in slots
+            if s.state == "ready"
+        ]
+        return Heartbeat(
+            device=self.device,
+            role="worker",
+            seq=seq,
+            ts=time.time(),
+            interval_s=self.interval_s,
+            hardware=self.hardware_fn(),
+            speed=self.speed,
+            load=self._meter.read(),
+            queue_depth=queue_depth,
+            queue_limit=self.queue_limit,
+            epoch=epoch,
+            stages=stages,
+            versions=self.versions,
+        )

@@ -11,38 +11,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_app.config import FleetConfig
 from edge_app.errors import DecodeError, EdgeAppError
-from edge_app.messages.codec import Ack, Envelope, decode_ack, decode_envelope
+from edge_app.messages.codec import decode_ack
 from edge_app.messages.schemas import (
     DeviceStatus,
-    ErrorReport,
     Hardware,
-    Heartbeat,
     Plan,
-    StageLoad,
     decode,
     encode,
 )
-from edge_app.pipeline.accounting import Accounting
+from edge_app.pipeline.accounting import Accounting, ErrorReporter
 from edge_app.pipeline.courier import Courier, CourierConfig
-from edge_app.pipeline.custody import UpstreamAck
-from edge_app.pipeline.dedup import Dedup
-from edge_app.pipeline.engine import ComputeHook, Engine, ErrorKind, Work, WorkQueue, error_kind
-from edge_app.pipeline.health import LoadMeter, hardware, versions
-from edge_app.pipeline.merge import MergeBuffer, Partial, check_partial
-from edge_app.pipeline.stages import Loader, Seat, StageCache, TfliteLoader, seats_for
+from edge_app.pipeline.engine import ComputeHook, Engine, WorkQueue, error_kind
+from edge_app.pipeline.health import HeartbeatBuilder, hardware
+from edge_app.pipeline.intake import Intake
+from edge_app.pipeline.merge import MergeBuffer
+from edge_app.pipeline.stages import Loader, StageCache, TfliteLoader
 from edge_app.transport.base import Received, Transport
 
 log = logging.getLogger(__name__)
-
-STALE_EPOCH_LAG = 8
-"""Envelopes more than this many plan epochs old are rejected as stale (not acked)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +85,13 @@ class Worker:
             transport = MqttTransport(config.broker, client_id=f"edge-worker-{device_id}")
         self.transport = transport
         self.accounting = Accounting(device_id, "worker")
+        error_topic = self.topics.error(device_id)
+        self.report = ErrorReporter(
+            lambda payload: transport.publish(error_topic, payload),
+            device_id,
+            self.accounting,
+            options.max_error_reports_per_s,
+        )
         name = model_name or Path(model_path).stem
         cc = CourierConfig(window=options.window, ack_timeout_s=options.ack_timeout_s)
         self.courier = Courier(
@@ -100,7 +99,6 @@ class Worker:
         )
         self.cache = StageCache(loader)
         self.merges = MergeBuffer(options.merge_capacity, options.merge_timeout_s)
-        self.dedup = Dedup()
         self.queue = WorkQueue(queue_limit, options.merge_capacity)
         self.engine = Engine(
             device_id,
@@ -114,19 +112,25 @@ class Worker:
             output_limit=options.output_limit,
             compute_hook=compute_hook,
         )
-        self._lock = threading.Lock()
-        self._plan: Plan | None = None
-        self._seats: list[Seat] = []
+        self.intake = Intake(
+            device_id,
+            report=self.report,
+            accounting=self.accounting,
+            courier=self.courier,
+            merges=self.merges,
+            queue=self.queue,
+        )
         self._fanouts: set[int] = set()
-        self._early: deque[tuple[str, Envelope]] = deque(maxlen=256)  # fan-outs of a newer plan
         self._plan_changed = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._meter = LoadMeter()
-        self._busy_seen = 0.0
-        self._hb_seq = 0
-        self._errors_window = (0.0, 0)
-        self._versions = versions()
+        self._beats = HeartbeatBuilder(
+            device_id,
+            config.heartbeat_s,
+            queue_limit,
+            options.hardware or (lambda: hardware(options.emulate)),
+            options.speed,
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -135,7 +139,7 @@ class Worker:
         t.on_connect(self._online)
         t.subscribe(self.topics.plan, self._on_plan)
         t.subscribe(self.topics.all("status"), self._on_status)
-        t.subscribe(self.topics.task(self.device), self._on_task)
+        t.subscribe(self.topics.task(self.device), self.intake.on_task)
         t.subscribe(self.topics.ack(self.device), self._on_ack)
         t.start()
         self._online()
@@ -178,8 +182,7 @@ class Worker:
         log.info("worker %s stopped", self.device)
 
     def current_plan(self) -> Plan | None:
-        with self._lock:
-            return self._plan
+        return self.intake.plan
 
     # --- reporting ------------------------------------------------------------------------------
     def _status(self, state: str) -> bytes:
@@ -189,28 +192,12 @@ class Worker:
                 role="worker",
                 state=state,  # type: ignore[arg-type]
                 ts=time.time(),
-                version=self._versions.get("edge-app", ""),
+                version=self._beats.versions.get("edge-app", ""),
             )
         )
 
     def _online(self) -> None:
         self.transport.publish(self.topics.status(self.device), self._status("online"), retain=True)
-
-    def report(self, topic: str, kind: ErrorKind, detail: str) -> None:
-        """A rejected message: a log line, a counter, and an ErrorReport (rate-limited)."""
-        self.accounting.count("errors")
-        log.warning("%s: rejected message on %s (%s): %s", self.device, topic, kind, detail)
-        second, n = self._errors_window
-        now = time.monotonic()
-        if now - second >= 1.0:
-            second, n = now, 0
-        self._errors_window = (second, n + 1)
-        if n >= self.options.max_error_reports_per_s:
-            return
-        msg = ErrorReport(
-            device=self.device, ts=time.time(), topic=topic[:256], kind=kind, detail=detail[:2048]
-        )
-        self.transport.publish(self.topics.error(self.device), encode(msg))
 
     # --- handlers (network thread: quick) -----------------------------------------------------
     def _on_plan(self, msg: Received) -> None:
@@ -219,8 +206,7 @@ class Worker:
         except DecodeError as exc:
             self.report(msg.topic, "decode", str(exc))
             return
-        with self._lock:
-            current = self._plan
+        current = self.intake.plan
         if current is not None and plan.epoch <= current.epoch:
             if plan.epoch < current.epoch:
                 self.report(msg.topic, "stale", f"plan epoch {plan.epoch} < {current.epoch}")
@@ -234,19 +220,15 @@ class Worker:
                 f"{self.model_sha256[:12]}: seats ignored",
             )
             return
-        with self._lock:
-            self._plan = plan
-            self._seats = seats_for(plan, self.device)
+        self.intake.set_plan(plan)  # seats first: the courier's re-sends may come back to us
         self.courier.set_plan(plan)
         self._plan_changed.set()
-        with self._lock:
-            early = [e for e in self._early if e[1].header.epoch <= plan.epoch]
-            for item in early:
-                self._early.remove(item)
-        for topic, env in early:
-            self._take_fanout(topic, env, early_ok=False)
+        self.intake.replay_early()
         log.info(
-            "%s: plan epoch %d, seats %s", self.device, plan.epoch, [s.key for s in self._seats]
+            "%s: plan epoch %d, seats %s",
+            self.device,
+            plan.epoch,
+            [s.key for s in self.intake.seats],
         )
 
     def _on_status(self, msg: Received) -> None:
@@ -267,103 +249,6 @@ class Worker:
         if not self.courier.on_ack(ack):
             self.accounting.count("duplicates")
 
-    def _envelope(self, msg: Received) -> Envelope | None:
-        try:
-            env = decode_envelope(msg.payload)
-        except DecodeError as exc:
-            self.report(msg.topic, error_kind(exc), str(exc))
-            return None
-        plan = self.current_plan()
-        h = env.header
-        if plan is not None and h.epoch + STALE_EPOCH_LAG < plan.epoch:
-            self.report(
-                msg.topic,
-                "stale",
-                f"job {h.job}: epoch {h.epoch} is more than "
-                f"{STALE_EPOCH_LAG} behind plan epoch {plan.epoch}; not acked",
-            )
-            return None
-        if plan is not None and h.stage >= len(plan.stages) + (h.shard is not None):
-            self.report(msg.topic, "validation", f"job {h.job}: no stage {h.stage} in the plan")
-            return None
-        log.debug(
-            "%s: got %s stage %d shard %s attempt %d from %s",
-            self.device,
-            h.job,
-            h.stage,
-            h.shard,
-            h.attempt,
-            h.sender,
-        )
-        if self.dedup.seen((h.job, h.stage, h.shard, h.attempt, h.sender)):
-            self.accounting.count("duplicates")
-            return None
-        return env
-
-    def _on_task(self, msg: Received) -> None:
-        env = self._envelope(msg)
-        if env is None:
-            return
-        h = env.header
-        if h.shard is not None:
-            self._on_partial(msg, env)
-            return
-        up = (UpstreamAck(h.sender, Ack(h.job, h.stage, None, h.attempt, self.device)),)
-        self._enqueue(Work("task", h, env.tensors, time.time(), msg.topic, upstream=up))
-
-    def _on_partial(self, msg: Received, env: Envelope) -> None:
-        h = env.header
-        try:
-            check_partial(env)
-            status, merge = self.merges.add(Partial(env, time.monotonic()))
-        except DecodeError as exc:
-            self.report(msg.topic, error_kind(exc), f"job {h.job}: {exc}")
-            return
-        if status == "late":  # merged and passed on already: release the holder now
-            self.courier.ack(h.sender, Ack(h.job, h.stage, h.shard, h.attempt, self.device))
-        elif status == "complete":
-            work = Work("merge", h, (), time.time(), msg.topic, merge=merge)
-            if not self.queue.offer(work, force=True):
-                log.warning("%s: queue full, merge of %s waits for a re-send", self.device, h.job)
-
-    def _on_fanout(self, msg: Received) -> None:
-        env = self._envelope(msg)
-        if env is None:
-            return
-        self._take_fanout(msg.topic, env, early_ok=True)
-
-    def _take_fanout(self, topic: str, env: Envelope, *, early_ok: bool) -> None:
-        h = env.header
-        if h.layout is None or h.merge_to is None or h.shard is not None:
-            self.report(topic, "validation", f"job {h.job}: fan-out without layout/merger")
-            return
-        with self._lock:
-            mine = [s for s in self._seats if s.stage.index == h.stage and s.shard is not None]
-            newer = self._plan is not None and h.epoch > self._plan.epoch
-            held = any(s.stage.index == h.stage for s in self._seats)
-            if not held and not newer:
-                return  # a fan-out for other shard holders (we listen to every sharded stage)
-            if (not mine or any(s.layout != h.layout for s in mine)) and newer and early_ok:
-                self._early.append((topic, env))  # its plan is on the way: wait for it
-                return
-        if not mine or any(s.layout != h.layout for s in mine):
-            self.report(
-                topic,
-                "stale",
-                f"job {h.job}: layout {h.layout} of epoch {h.epoch}"
-                f" is not this device's split of stage {h.stage}; not acked",
-            )
-            return
-        for seat in mine:
-            self._enqueue(Work("shard", h, env.tensors, time.time(), topic, shard=seat.shard))
-
-    def _enqueue(self, work: Work) -> None:
-        if not self.queue.offer(work):
-            h = work.header
-            shard_ack = UpstreamAck(h.sender, Ack(h.job, h.stage, None, h.attempt, self.device))
-            upstream = (shard_ack,) if work.kind == "shard" else work.upstream
-            self.courier.drop(h, "backpressure", f"queue of {self.device} full", upstream)
-
     # --- threads --------------------------------------------------------------------------------
     def _compute_loop(self) -> None:
         while not self._stop.is_set():
@@ -376,8 +261,7 @@ class Worker:
             if not self._plan_changed.wait(timeout=0.2):
                 continue
             self._plan_changed.clear()
-            with self._lock:
-                seats = list(self._seats)
+            seats = self.intake.seats
             plan = self.current_plan()
             if plan is not None:  # every sharded stage: a device seated later is listening already
                 self._sync_fanouts({sp.stage.index for sp in plan.stages if sp.mode == "sharded"})
@@ -389,7 +273,7 @@ class Worker:
 
     def _sync_fanouts(self, wanted: set[int]) -> None:
         for stage in sorted(wanted - self._fanouts):
-            self.transport.subscribe(self.topics.fanout(stage), self._on_fanout)
+            self.transport.subscribe(self.topics.fanout(stage), self.intake.on_fanout)
         for stage in sorted(self._fanouts - wanted):
             self.transport.unsubscribe(self.topics.fanout(stage))
         self._fanouts = set(wanted)
@@ -417,35 +301,12 @@ class Worker:
                 log.warning("%s: control loop: %s", self.device, exc)
 
     def _heartbeat(self) -> None:
-        busy = self.engine.busy_s
-        self._meter.add(busy - self._busy_seen)
-        self._busy_seen = busy
         plan = self.current_plan()
-        self._hb_seq += 1
-        stages = [
-            StageLoad(
-                stage=s.seat.stage.index,
-                shard=s.seat.shard,
-                service_time_s=s.service_s,
-                jobs=s.jobs,
-            )
-            for s in self.cache.slots()
-            if s.state == "ready"
-        ]
-        hb = Heartbeat(
-            device=self.device,
-            role="worker",
-            seq=self._hb_seq,
-            ts=time.time(),
-            interval_s=self.config.heartbeat_s,
-            hardware=(self.options.hardware or (lambda: hardware(self.options.emulate)))(),
-            speed=self.options.speed,
-            load=self._meter.read(),
+        hb = self._beats.build(
+            busy_s=self.engine.busy_s,
             queue_depth=len(self.queue),
-            queue_limit=self.queue_limit,
             epoch=plan.epoch if plan else 0,
-            stages=stages,
-            versions=self._versions,
+            slots=self.cache.slots(),
         )
         self.transport.publish(self.topics.heartbeat(self.device), encode(hb), qos=0)
 

@@ -101,7 +101,8 @@ class Fleet:
 
     def spawn(self, device: str) -> None:
         log = (self.workdir / f"{device}.log").open("wb")
-        cmd = [sys.executable, "-m", "edge_app.cli", os.environ.get("EDGE_TEST_LOG", "-v"), "worker", "--device", device,
+        verbosity = os.environ.get("EDGE_TEST_LOG", "-v")  # -vv: debug logs of every hop
+        cmd = [sys.executable, "-m", "edge_app.cli", verbosity, "worker", "--device", device,
                "--model", str(self.model_path.parent), "--broker", self.broker.url,
                "--fleet", "test", *self.extra_args]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -195,6 +196,25 @@ def devices_of(sp: Any) -> list[str]:
 def images(n: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32) for _ in range(n)]
+
+
+def throughput_recovery_s(
+    outcomes: list[JobOutcome], kill_ts: float, rate: float, window_s: float = 1.0
+) -> float:
+    """From the kill until results flow again at >= 90% of the input rate (over ``window_s``).
+
+    The first window start t >= kill (in 50 ms steps) with at least 0.9 x rate x window_s
+    results done in [t, t + window_s): the pipeline is back to steady throughput at t.
+    """
+    done = sorted(o.done_ts for o in outcomes if o.status == "ok")
+    need = 0.9 * rate * window_s
+    t = kill_ts
+    while t < done[-1]:
+        n = sum(1 for d in done if t <= d < t + window_s)
+        if n >= need:
+            return t - kill_ts
+        t += 0.05
+    return float("inf")
 
 
 def recovery_s(outcomes: list[JobOutcome], kill_ts: float) -> float:
