@@ -69,6 +69,26 @@ class SecuredBroker:
         log = self.out / "mosquitto.log"
         return log.read_text() if log.exists() else ""
 
+    def stop(self) -> None:
+        """SIGTERM: Mosquitto saves its persistence file on the way out."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def start(self) -> None:
+        with (self.out / "mosquitto.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.out / "broker" / "mosquitto.conf")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if not wait_for_port(self.fleet.broker.tls_port, timeout=10):
+            self.proc.kill()
+            pytest.fail(f"mosquitto did not start: {self.log()}")
+
 
 def _fleet(root: Path) -> FleetFile:
     return FleetFile.model_validate(
@@ -109,25 +129,12 @@ def secured_broker() -> Iterator[SecuredBroker]:
         write_tree(root, build_files(fleet, SEED))
         (root / "data").mkdir()
         _own_like_the_broker_role(root)
-        with (root / "mosquitto.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(root / "broker" / "mosquitto.conf")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        broker = SecuredBroker(fleet, root, proc)
-        if not wait_for_port(fleet.broker.tls_port, timeout=10):
-            proc.kill()
-            pytest.fail(f"mosquitto did not start: {broker.log()}")
+        broker = SecuredBroker(fleet, root, None)  # type: ignore[arg-type]
+        broker.start()
         try:
             yield broker
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            broker.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -203,10 +203,11 @@ def _non_loopback_address() -> str | None:
 
 
 def test_tls_needs_the_fleet_ca(secured_broker: SecuredBroker, tmp_path: Path) -> None:
-    ok = MqttTransport(secured_broker.config("w1"), "w1-tls")
-    ok.start()
-    assert ok.connected
-    ok.stop()
+    for protocol in ("3.1.1", "5"):
+        ok = MqttTransport(secured_broker.config("w1", protocol=protocol), f"w1-{protocol}")
+        ok.start()
+        assert ok.connected
+        ok.stop()
     no_ca = secured_broker.config("w1").model_copy(update={"ca_file": None})
     with pytest.raises(TransportError):
         MqttTransport(no_ca, "w1-noca", connect_timeout=3).start()
@@ -220,6 +221,27 @@ def test_tls_needs_the_fleet_ca(secured_broker: SecuredBroker, tmp_path: Path) -
     )
     with pytest.raises(TransportError):
         MqttTransport(cleartext, "w1-clear", connect_timeout=3).start()
+
+
+def test_retained_plan_and_status_survive_a_broker_restart(
+    secured_broker: SecuredBroker, clients: dict[str, MqttTransport]
+) -> None:
+    """persistence is on, and the persistence directory is writable by the broker's user."""
+    clients["sched"].publish(T.plan, b"plan epoch 9", retain=True)
+    clients["w1"].publish(T.status("w1"), b"online", retain=True)
+    spy = Spy(secured_broker, "admin", [T.plan, T.status("w1")])
+    assert wait_until(
+        lambda: spy.has(T.plan, b"plan epoch 9") and spy.has(T.status("w1"), b"online")
+    )
+    spy.transport.stop()
+    secured_broker.stop()
+    secured_broker.start()
+    again = Spy(secured_broker, "admin", [T.plan, T.status("w1")])
+    try:
+        assert wait_until(lambda: again.has(T.plan, b"plan epoch 9"), timeout=10)
+        assert wait_until(lambda: again.has(T.status("w1"), b"online"), timeout=10)
+    finally:
+        again.transport.stop()
 
 
 def test_an_oversized_message_is_refused_and_the_fleet_keeps_running(
