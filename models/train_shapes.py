@@ -130,9 +130,9 @@ def card_for(name: str, spec: InputSpec, acc: float, n: int, description: str) -
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--per-class", type=int, default=700)
+    parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--held-out-per-class", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
