@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,13 +74,25 @@ class FleetSpec:
     fixed_plan: Plan | None = None  # publish this plan instead of running the scheduler
 
 
+Connect = Callable[[str], Transport]
+
+
 class EmulatedFleet:
-    def __init__(self, spec: FleetSpec, bus: MemoryBus | None = None) -> None:
+    """``connect(client_id)`` gives each role its transport: by default clients of one
+    in-memory bus; pass e.g. ``lambda cid: MqttTransport(broker, cid)`` for a real broker."""
+
+    def __init__(
+        self, spec: FleetSpec, connect: Connect | None = None, fleet: str = "emulated"
+    ) -> None:
         self.spec = spec
-        self.bus = bus or MemoryBus(synchronous=False)
+        self.bus: MemoryBus | None = None
+        if connect is None:
+            bus = self.bus = MemoryBus(synchronous=False)
+            connect = bus.connect
+        self.connect = connect
         per_job = spec.timing.seconds(min(spec.devices, key=_slowness).profile) / spec.time_scale
         self.patience = max(30.0, 4 * (spec.in_flight or 2 * len(spec.devices) + 2) * per_job)
-        self.config = FleetConfig(fleet="emulated", heartbeat_s=1.0, deadline_s=3600.0)
+        self.config = FleetConfig(fleet=fleet, heartbeat_s=1.0, deadline_s=3600.0)
         self.workers: list[Worker] = []
         self.emulators: list[Emulator] = []
         self.scheduler: Scheduler | None = None
@@ -90,6 +103,7 @@ class EmulatedFleet:
         self._stop = threading.Event()
         self._feeder: threading.Thread | None = None
         self._fixed: Plan | None = None
+        self._extra: list[Transport] = []  # the sensor's and the fixed plan's transports
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,7 +119,7 @@ class EmulatedFleet:
             emu = Emulator(
                 d.profile, spec.timing, time_scale=spec.time_scale, reference_s=profile.reference_s
             )
-            transport = emu.wrap(self.bus.connect(d.id), self.config.topics, bytes_of=surrogate)
+            transport = emu.wrap(self.connect(d.id), self.config.topics, bytes_of=surrogate)
             options = WorkerOptions(
                 emulate=d.profile.name,
                 speed=emu.speed,
@@ -129,7 +143,8 @@ class EmulatedFleet:
             self.emulators.append(emu)
         if spec.fixed_plan is not None:
             self._fixed = spec.fixed_plan.model_copy(update={"epoch": 1, "ts": time.time()})
-            pub = self.bus.connect("planner")
+            pub = self.connect("planner")
+            self._extra.append(pub)
             pub.start()
             pub.publish(self.config.topics.plan, encode(self._fixed), retain=True)
             self._start_sensor()
@@ -137,7 +152,7 @@ class EmulatedFleet:
         self.scheduler = Scheduler(
             self.config,
             profile,
-            transport=self.bus.connect("scheduler"),
+            transport=self.connect("scheduler"),
             options=SchedulerOptions(policy=spec.policy, refresh_s=spec.refresh_s),
         )
         self.scheduler.start()
@@ -150,7 +165,7 @@ class EmulatedFleet:
             raise ConfigError(f"unknown link {spec.sensor_link!r}")
         rate = links[spec.sensor_link].bytes_per_s * spec.time_scale
         sensor_t: Transport = PacedTransport(
-            self.bus.connect("sensor"),
+            self.connect("sensor"),
             self.config.topics,
             rate,
             spec.timing if spec.timing is not spec.real else None,
@@ -166,9 +181,10 @@ class EmulatedFleet:
             ),
         )
         self.publisher.attach()
+        self._extra.append(sensor_t)
         sensor_t.start()
         self.publisher.start()
-        self.sink = OutcomeSink(self.bus.connect("sink"), self.config.topics, on_outcome=self._got)
+        self.sink = OutcomeSink(self.connect("sink"), self.config.topics, on_outcome=self._got)
         self.sink.transport.start()
         self.sink.attach()
 
@@ -275,7 +291,11 @@ class EmulatedFleet:
             self.scheduler.stop()
         if self.sink is not None:
             self.sink.detach()
-        self.bus.close()
+            self.sink.transport.stop()
+        for t in self._extra:
+            t.stop()
+        if self.bus is not None:
+            self.bus.close()
 
 
 def _slowness(d: SimDevice) -> float:
