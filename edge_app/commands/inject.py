@@ -81,13 +81,10 @@ class Item:
 def _frames_to_items(
     card: ModelCard, name: str, frames: Iterator[np.ndarray[Any, Any]], fps: float | None
 ) -> Iterator[Item]:
-    prep = Preprocessor(card)
-    step = 1
-    if card.task == "action" and card.frame_rate and fps and fps > 1.5 * card.frame_rate:
-        step = round(fps / card.frame_rate)
+    prep = Preprocessor(card, source_fps=fps)
     count = 0
-    for i, frame in enumerate(frames):
-        if i % step:
+    for frame in frames:
+        if not prep.take():
             continue
         tensor = prep.push(frame)
         if tensor is not None:
@@ -100,7 +97,7 @@ def _frames_to_items(
 def _video_frames(path: Path) -> tuple[Iterator[np.ndarray[Any, Any]], float | None]:
     source = VideoSource(str(path))
     source.open()
-    fps = source.fps
+    fps = source.media_fps
 
     def frames() -> Iterator[np.ndarray[Any, Any]]:
         try:

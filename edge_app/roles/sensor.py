@@ -158,6 +158,7 @@ class Sensor:
         while not self._stop.is_set():
             try:
                 self.source.open()
+                self.preprocess.set_source_fps(self.source.media_fps)
                 backoff = self.options.backoff_s[0]
                 ended = self._capture(max_jobs)
                 if ended:
@@ -202,6 +203,8 @@ class Sensor:
         thumb = self.thumbs.make(frame.image, frame.ts)
         if thumb is not None:
             self.transport.publish(self.topics.thumb(self.sensor_id), thumb, qos=0, retain=True)
+        if not self.preprocess.take():
+            return
         self._window.append(frame)
         prepared = self.preprocess.push(frame.image)
         if prepared is None:

@@ -82,6 +82,10 @@ class Picamera2Source:
         self._index += 1
         return Frame(rgb, ts, self._index - 1)
 
+    @property
+    def media_fps(self) -> float | None:
+        return self.fps
+
     def close(self) -> None:
         if self._camera is not None:
             _close_quietly(self._camera)

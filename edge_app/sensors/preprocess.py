@@ -126,17 +126,44 @@ class ClipAssembler:
         self._since_last = 0
 
 
-class Preprocessor:
-    """Frames in, model inputs out (with the batch axis): a frame per job, or a clip per job."""
+def frame_step(card: ModelCard, source_fps: float | None) -> int:
+    """Keep every n-th frame so clips have the motion speed the action model was trained at.
 
-    def __init__(self, card: ModelCard) -> None:
+    A 30 fps camera feeding a model trained on 15 fps clips would show every motion at half
+    speed; taking every second frame restores it. Image models take every frame.
+    """
+    if card.task != "action" or not card.frame_rate or not source_fps:
+        return 1
+    if source_fps <= 1.5 * card.frame_rate:
+        return 1
+    return max(1, round(source_fps / card.frame_rate))
+
+
+class Preprocessor:
+    """Frames in, model inputs out (with the batch axis): a frame per job, or a clip per job.
+
+    Call :meth:`take` for every captured frame and :meth:`push` only for those it keeps.
+    """
+
+    def __init__(self, card: ModelCard, source_fps: float | None = None) -> None:
         self.card = card
+        self.step = frame_step(card, source_fps)
+        self._seen = 0
         self.frame = FramePreprocessor(card.input)
         self.clips = (
             ClipAssembler(card.frames_per_clip or 1, card.clip_stride or card.frames_per_clip or 1)
             if card.task == "action"
             else None
         )
+
+    def set_source_fps(self, source_fps: float | None) -> None:
+        """The source's rate, known once it is open (a video file's own rate)."""
+        self.step = frame_step(self.card, source_fps)
+
+    def take(self) -> bool:
+        """Whether the next captured frame is used (decimation to the card's frame rate)."""
+        self._seen += 1
+        return (self._seen - 1) % self.step == 0
 
     def push(self, image: np.ndarray) -> np.ndarray | None:
         prepared = self.frame(image)
@@ -146,5 +173,6 @@ class Preprocessor:
         return None if clip is None else clip[None]
 
     def reset(self) -> None:
+        self._seen = 0
         if self.clips is not None:
             self.clips.reset()

@@ -45,8 +45,12 @@ class Frame:
 
 class FrameSource(Protocol):
     name: str
-    fps: float | None  # native rate; None = as fast as read (files)
+    fps: float | None  # delivery rate (pacing); None = as fast as read (files)
     live: bool  # a camera: errors are counted and the source reopened
+
+    @property
+    def media_fps(self) -> float | None:
+        """The rate the content was captured at (a video's own rate), for clip timing."""
 
     def open(self) -> None: ...
     def read(self) -> Frame | None: ...
@@ -99,6 +103,10 @@ class ImageFolderSource:
             raise SourceError(f"cannot read image {path}: {exc}") from None
         return Frame(rgb, time.time(), self._next - 1)
 
+    @property
+    def media_fps(self) -> float | None:
+        return None
+
     def close(self) -> None:
         self._paths = []
 
@@ -114,6 +122,7 @@ class VideoSource:
     live: bool = False
     fps: float | None = None
     device_format: str | None = None  # "v4l2" for a webcam
+    native_fps: float | None = None  # the file's own rate, known once open
     _container: Any = None
     _frames: Iterator[Any] | None = None
     _index: int = 0
@@ -127,8 +136,8 @@ class VideoSource:
         except (av.error.FFmpegError, IndexError, OSError) as exc:
             raise SourceError(f"cannot open video {self.path!r}: {exc}") from None
         stream.thread_type = "AUTO"
-        native = float(stream.average_rate) if stream.average_rate else None
-        self.fps = self.rate or native
+        self.native_fps = float(stream.average_rate) if stream.average_rate else None
+        self.fps = self.rate or self.native_fps
         self._frames = self._container.decode(stream)
 
     def read(self) -> Frame | None:
@@ -148,6 +157,10 @@ class VideoSource:
             return self.read()
         self._index += 1
         return Frame(frame.to_ndarray(format="rgb24"), time.time(), self._index - 1)
+
+    @property
+    def media_fps(self) -> float | None:
+        return self.native_fps
 
     def close(self) -> None:
         if self._container is not None:
@@ -202,6 +215,10 @@ class PatternSource:
             image, truth = next(self._frames)
         self._index += 1
         return Frame(image, time.time(), self._index - 1, truth)
+
+    @property
+    def media_fps(self) -> float | None:
+        return self.fps
 
     def close(self) -> None:
         self._frames = None

@@ -115,9 +115,11 @@ def actions_fleet(mosquitto: object, tmp_path: Path) -> Iterator[Fleet]:
 def test_video_sensor_and_inject_recognize_actions(actions_fleet: Fleet, tmp_path: Path) -> None:
     card = actions_fleet.card
     n = card.frames_per_clip or 8
-    fps = int(card.frame_rate or 15)
+    # A 30 fps camera for a model trained on 15 fps clips: both the sensor and inject must
+    # take every second frame, or every motion would look half as fast as in training.
+    fps = 2 * int(card.frame_rate or 15)
     video = tmp_path / "actions.mp4"
-    truth = write_action_video(video, fps, frames_per_action=3 * n, size=(320, 240))
+    truth = write_action_video(video, fps, frames_per_action=6 * n, size=(320, 240))
     common = ["--model", "actions", "--broker", actions_fleet.broker.url, "--fleet", "test",
               "--deadline", "60", "--json"]  # fmt: skip
     # Not paced (--rate far above the file's): the test checks labels, not real time.

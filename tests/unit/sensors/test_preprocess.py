@@ -7,11 +7,13 @@ import pytest
 from PIL import Image
 
 from edge_app.errors import SourceError
-from edge_app.inference.card import InputQuantization, InputSpec
+from edge_app.inference.card import InputQuantization, InputSpec, ModelCard
 from edge_app.sensors.preprocess import (
     ClipAssembler,
     FramePreprocessor,
+    Preprocessor,
     crop_box,
+    frame_step,
     letterbox_size,
     resize,
 )
@@ -109,3 +111,30 @@ def test_bad_frames_are_clear_errors() -> None:
         resize(np.zeros((10, 10), np.uint8), 4, 4, "stretch")
     with pytest.raises(SourceError, match="stride"):
         ClipAssembler(4, 0)
+
+
+def action_card(frame_rate: float | None) -> ModelCard:
+    return ModelCard(
+        name="clips",
+        task="action",
+        file="m.tflite",
+        sha256="0" * 64,
+        labels=("a", "b"),
+        input=InputSpec(shape=(1, 4, 8, 8, 3), layout="NDHWC"),
+        frames_per_clip=4,
+        frame_rate=frame_rate,
+    )
+
+
+@pytest.mark.parametrize(
+    ("source_fps", "step"), [(30.0, 2), (29.97, 2), (60.0, 4), (15.0, 1), (20.0, 1), (None, 1)]
+)
+def test_action_frames_are_decimated_to_the_card_rate(source_fps: float | None, step: int) -> None:
+    assert frame_step(action_card(15.0), source_fps) == step
+    prep = Preprocessor(action_card(15.0), source_fps=source_fps)
+    kept = [prep.take() for _ in range(8)]
+    assert kept == [i % step == 0 for i in range(8)]
+
+
+def test_image_models_and_cards_without_a_rate_take_every_frame() -> None:
+    assert frame_step(action_card(None), 60.0) == 1
