@@ -29,6 +29,7 @@ from edge_app.inference.card import (
     load_card,
     sha256_file,
 )
+from edge_app.inference.graph import Model
 from edge_app.inference.graph_io import read_model
 
 CARD_NAME = "card.json"
@@ -57,7 +58,23 @@ def _from_card(card_path: Path) -> tuple[ModelCard, Path]:
     card = load_card(card_path)
     model_path = card_path.parent / card.file
     check_model_file(card, model_path)
+    check_card_fits(card, read_model(model_path.read_bytes()), card_path)
     return card, model_path
+
+
+def check_card_fits(card: ModelCard, graph: Model, where: Path) -> None:
+    """ModelError unless the card's input and labels agree with the model's tensors."""
+    sg = graph.main
+    tin, tout = sg.tensors[sg.inputs[0]], sg.tensors[sg.outputs[0]]
+    problems = []
+    if tuple(tin.shape) != tuple(card.input.shape):
+        problems.append(f"input shape {tuple(card.input.shape)} but the model takes {tin.shape}")
+    if np.dtype(tin.dtype).name != card.input.dtype:
+        problems.append(f"input dtype {card.input.dtype} but the model takes {tin.dtype}")
+    if tout.shape and tout.shape[-1] != len(card.labels):
+        problems.append(f"{len(card.labels)} labels but the model has {tout.shape[-1]} outputs")
+    if problems:
+        raise ModelError(f"card {where} does not match its model: {'; '.join(problems)}")
 
 
 def _from_model_file(path: Path) -> tuple[ModelCard, Path]:

@@ -126,3 +126,21 @@ def test_image_models_hold_their_accuracy(name: str, per_class: int) -> None:
 @pytest.mark.slow
 def test_action_model_holds_its_accuracy() -> None:
     assert _fresh_accuracy("actions", 25) >= 0.95
+
+
+def test_a_card_that_does_not_fit_its_model_is_a_clear_error(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from edge_app.errors import ModelError
+    from edge_app.inference.catalog import resolve_model
+
+    src = Path(__file__).resolve().parents[3] / "models" / "shapes"
+    folder = tmp_path / "shapes"
+    shutil.copytree(src, folder)
+    card = json.loads((folder / "card.json").read_text())
+    card["input"]["shape"] = [1, 48, 48, 3]
+    card["labels"] = card["labels"][:5]
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"does not match its model: input shape.*5 labels"):
+        resolve_model(str(folder))
