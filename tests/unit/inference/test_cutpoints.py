@@ -25,7 +25,7 @@ def make_graph(
     for name in [*inputs, *consts, *(n for _, i, o in ops for n in (*i, *o))]:
         if name not in names:
             names.append(name)
-    buffers = [b""]
+    buffers: list[bytes | memoryview] = [b""]
     tensors = []
     for name in names:
         buffer = 0

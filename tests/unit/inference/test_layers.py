@@ -35,7 +35,7 @@ def _model() -> Model:
         ("fc", (1, 7), b"", F32),
         ("prob", (1, 7), b"", F32),
     ]
-    buffers = [b""]
+    buffers: list[bytes | memoryview] = [b""]
     tensors = []
     for name, shape, data, dtype in specs:
         if data:
