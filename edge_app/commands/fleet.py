@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from edge_app.config import add_fleet_args, fleet_config_from_args
+from edge_app.config import FleetConfig, add_fleet_args, fleet_config_from_args
 from edge_app.errors import ConfigError
 from edge_app.messages.topics import check_id
 
@@ -49,15 +50,43 @@ def register(subparsers: Any) -> None:
 
 def run_worker(args: argparse.Namespace) -> int:
     from edge_app.inference.catalog import resolve_model
-    from edge_app.roles.worker import Worker, WorkerOptions
 
     device = check_id(args.device, "device id")
     if args.threads < 1 or args.queue < 1:
         raise ConfigError("--threads and --queue must be at least 1")
     config = fleet_config_from_args(args)
     card, path = resolve_model(args.model)
+    worker = _make_worker(args, device, config, card, path)
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.start()
+    print(
+        f"worker {device} on {config.broker.display_url} fleet {config.fleet}: model "
+        f"{card.name} ({path}), {args.threads} thread(s), queue {args.queue}",
+        flush=True,
+    )
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        worker.stop()
+    return 0
+
+
+def _make_worker(
+    args: argparse.Namespace, device: str, config: FleetConfig, card: Any, path: Path
+) -> Any:
+    """The Worker, emulating a device profile when asked (issue 7: pads compute to the profile,
+    paces sends to its link, reports the profile's hardware and speed)."""
+    from edge_app.roles.worker import Worker, WorkerOptions
+
     emulator, transport = None, None
-    if args.emulate:  # issue 7: pad compute to the profile, pace sends to its link
+    if args.emulate:
         from edge_app.emulation.emulator import emulator_for
         from edge_app.transport.mqtt import MqttTransport
 
@@ -86,22 +115,4 @@ def run_worker(args: argparse.Namespace) -> int:
     )
     if emulator is not None:
         emulator.bind(device, worker.current_plan)
-    done = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    worker.start()
-    print(
-        f"worker {device} on {config.broker.display_url} fleet {config.fleet}: model "
-        f"{card.name} ({path}), {args.threads} thread(s), queue {args.queue}",
-        flush=True,
-    )
-    try:
-        while not done.wait(0.5):
-            pass
-    finally:
-        worker.stop()
-    return 0
+    return worker

@@ -9,8 +9,16 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Literal
 
-from edge_app.messages.codec import TraceEntry
-from edge_app.messages.schemas import DropReason, ErrorReport, Metrics, Role, StageTiming, encode
+from edge_app.messages.codec import Header, TraceEntry
+from edge_app.messages.schemas import (
+    DropReason,
+    ErrorReport,
+    JobOutcome,
+    Metrics,
+    Role,
+    StageTiming,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,25 @@ def stage_timings(trace: tuple[TraceEntry, ...]) -> list[StageTiming]:
         )
         for stage, shard, device, q, c, t in trace[:256]
     ]
+
+
+def dropped_outcome(h: Header, reason: DropReason, detail: str, model: str) -> JobOutcome:
+    """The terminal ``dropped`` outcome of the job ``h`` (a codec Header)."""
+    now = time.time()
+    return JobOutcome(
+        job=h.job,
+        sensor=h.sensor,
+        seq=h.seq,
+        status="dropped",
+        reason=reason,
+        detail=detail[:2048],
+        model=model,
+        created_ts=h.created,
+        done_ts=now,
+        latency_s=max(0.0, now - h.created),
+        epoch=h.epoch,
+        stages=stage_timings(h.trace),
+    )
 
 
 def transfer_time(created: float, trace: tuple[TraceEntry, ...], received: float) -> float:

@@ -36,8 +36,8 @@ from edge_app.errors import EdgeAppError
 from edge_app.messages.codec import Ack, Envelope, Header, encode_ack, encode_envelope
 from edge_app.messages.schemas import DropReason, JobOutcome, Plan, encode
 from edge_app.messages.topics import Topics
-from edge_app.pipeline.accounting import Accounting, stage_timings
-from edge_app.pipeline.custody import CustodyTable, Entry, Trigger, UpstreamAck
+from edge_app.pipeline.accounting import Accounting, dropped_outcome
+from edge_app.pipeline.custody import CustodyTable, Entry, Rtt, Trigger, UpstreamAck
 from edge_app.pipeline.routing import FanoutRoute, NoRoute, Route, Router, TaskRoute, is_seated
 
 log = logging.getLogger(__name__)
@@ -56,23 +56,6 @@ class Parked:
     header: Header
     tensors: Tensors
     upstream: tuple[UpstreamAck, ...]
-
-
-class Rtt:
-    """Smoothed ack round-trip time and its variation (RFC 6298 style)."""
-
-    def __init__(self) -> None:
-        self.srtt = 0.0
-        self.rttvar = 0.0
-        self.samples = 0
-
-    def add(self, sample: float) -> None:
-        if self.samples == 0:
-            self.srtt, self.rttvar = sample, sample / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
-            self.srtt = 0.875 * self.srtt + 0.125 * sample
-        self.samples += 1
 
 
 @dataclass(frozen=True)
@@ -389,21 +372,7 @@ class Courier:
     ) -> Outgoing:
         self.accounting.drop(reason)
         log.info("dropping job %s at stage %d: %s (%s)", h.job, h.stage, reason, detail)
-        now = time.time()
-        outcome = JobOutcome(
-            job=h.job,
-            sensor=h.sensor,
-            seq=h.seq,
-            status="dropped",
-            reason=reason,
-            detail=detail[:2048],
-            model=self.model_name,
-            created_ts=h.created,
-            done_ts=now,
-            latency_s=max(0.0, now - h.created),
-            epoch=h.epoch,
-            stages=stage_timings(h.trace),
-        )
+        outcome = dropped_outcome(h, reason, detail, self.model_name)
         return [(self.topics.result(h.sensor), encode(outcome)), *self._ack_messages(upstream)]
 
     def _flush(self, out: Outgoing) -> None:

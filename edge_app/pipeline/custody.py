@@ -138,3 +138,20 @@ class CustodyTable:
             elif mono - entry.sent_at > ack_timeout_s(entry):
                 out.append((entry, "timeout"))
         return out
+
+
+class Rtt:
+    """Smoothed ack round-trip time and its variation (RFC 6298 style)."""
+
+    def __init__(self) -> None:
+        self.srtt = 0.0
+        self.rttvar = 0.0
+        self.samples = 0
+
+    def add(self, sample: float) -> None:
+        if self.samples == 0:
+            self.srtt, self.rttvar = sample, sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
+        self.samples += 1

@@ -151,7 +151,17 @@ class Router:
                 exclude=exclude,
             )
             return got if isinstance(got, NoRoute) else TaskRoute(stage, got)
-        tiled = shard_layout(sp)
+        return self._fanout(plan, stage, inflight, offline, exclude)
+
+    def _fanout(
+        self,
+        plan: Plan,
+        stage: int,
+        inflight: Mapping[str, int],
+        offline: Collection[str],
+        exclude: Collection[str],
+    ) -> FanoutRoute | NoRoute:
+        tiled = shard_layout(plan.stages[stage])
         if tiled is None:
             return NoRoute("no_route", f"plan epoch {plan.epoch}: stage {stage} shards do not tile")
         layout, holders = tiled
@@ -160,11 +170,10 @@ class Router:
             return NoRoute("no_route", f"shard holders {dead} of stage {stage} are offline")
         if any(inflight.get(d, 0) >= self.window for d in holders):
             return NoRoute("full", f"a shard holder of stage {stage} has a full window")
-        seats = merge_candidates(plan, stage)
         merger = self._pick(
             kind="merger",
             stage=stage,
-            seats=seats,
+            seats=merge_candidates(plan, stage),
             inflight=inflight,
             offline=offline,
             exclude=exclude,

@@ -92,14 +92,31 @@ class Worker:
             self.accounting,
             options.max_error_reports_per_s,
         )
-        name = model_name or Path(model_path).stem
+        self._build(model_name or Path(model_path).stem, loader, labels, compute_hook)
+        self._fanouts: set[int] = set()
+        self._plan_changed = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._beats = HeartbeatBuilder(
+            device_id,
+            config.heartbeat_s,
+            queue_limit,
+            options.hardware or (lambda: hardware(options.emulate)),
+            options.speed,
+        )
+
+    def _build(
+        self, name: str, loader: Loader, labels: Sequence[str], compute_hook: ComputeHook | None
+    ) -> None:
+        """The data path's parts: courier, stage cache, merge buffer, queue, engine, intake."""
+        options, device_id, transport = self.options, self.device, self.transport
         cc = CourierConfig(window=options.window, ack_timeout_s=options.ack_timeout_s)
         self.courier = Courier(
             transport, self.topics, device_id, self.accounting, config=cc, model_name=name
         )
         self.cache = StageCache(loader)
         self.merges = MergeBuffer(options.merge_capacity, options.merge_timeout_s)
-        self.queue = WorkQueue(queue_limit, options.merge_capacity)
+        self.queue = WorkQueue(self.queue_limit, options.merge_capacity)
         self.engine = Engine(
             device_id,
             self.courier,
@@ -119,17 +136,6 @@ class Worker:
             courier=self.courier,
             merges=self.merges,
             queue=self.queue,
-        )
-        self._fanouts: set[int] = set()
-        self._plan_changed = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._beats = HeartbeatBuilder(
-            device_id,
-            config.heartbeat_s,
-            queue_limit,
-            options.hardware or (lambda: hardware(options.emulate)),
-            options.speed,
         )
 
     # --- lifecycle ----------------------------------------------------------------------------

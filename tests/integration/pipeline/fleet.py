@@ -50,6 +50,7 @@ class Fleet:
         self.reference = Runner(self.model_path)
         self.shards = shards or {}
         self.extra_args: list[str] = []
+        self.model_arg = str(self.model_path.parent)  # what `worker --model` gets
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.lock = threading.Lock()
         self.plan: Plan | None = None
@@ -103,7 +104,7 @@ class Fleet:
         log = (self.workdir / f"{device}.log").open("wb")
         verbosity = os.environ.get("EDGE_TEST_LOG", "-v")  # -vv: debug logs of every hop
         cmd = [sys.executable, "-m", "edge_app.cli", verbosity, "worker", "--device", device,
-               "--model", str(self.model_path.parent), "--broker", self.broker.url,
+               "--model", self.model_arg, "--broker", self.broker.url,
                "--fleet", "test", *self.extra_args]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.workers[device] = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=REPO, env=env)
