@@ -52,6 +52,12 @@ def rootfs() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="edge-chroot-"))
     try:
         subprocess.run(["tar", "-C", str(root), "-xzf", str(ROOTFS_TGZ)], check=True)
+        # What Raspberry Pi Imager leaves that debootstrap does not: a hostname and hosts file.
+        (root / "etc/hostname").write_text("fleet-pi\n")
+        (root / "etc/hosts").write_text(
+            "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
+            "127.0.1.1\tfleet-pi\n"
+        )
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -26,7 +26,6 @@ import pytest
 from edge_app.cli import build_parser
 from edge_app.config import broker_from_env
 from edge_app.errors import TransportError
-from edge_app.inference import zoo
 from edge_app.transport.mqtt import MqttTransport
 from tests.conftest import free_port, wait_for_port
 from tests.integration.ansible.conftest import REPO
@@ -76,16 +75,14 @@ def test_ansible_lint_production_profile_and_syntax_check() -> None:
     assert "Profile 'production' was required, and it passed" in lint.stdout + lint.stderr
 
 
-def _models(tmp: Path) -> list[dict[str, object]]:
-    src = tmp / "models" / "tiny"
-    src.mkdir(parents=True)
-    (src / "model.tflite").write_bytes(zoo.build("alexnet", small=True))
-    (src / "card.json").write_text('{"name": "tiny"}\n')
+def _models() -> list[dict[str, object]]:
+    """The repo's shapes model, deployed with its card like a user's model."""
+    src = REPO / "models" / "shapes"
     files = [
         {"name": n, "sha256": hashlib.sha256((src / n).read_bytes()).hexdigest()}
-        for n in ("model.tflite", "card.json")
+        for n in ("shapes.tflite", "card.json")
     ]
-    return [{"name": "tiny", "src": str(src), "files": files}]
+    return [{"name": "shapes", "src": str(src), "files": files}]
 
 
 def _inventory(tmp: Path, root: Path, wheel: Path, house: Path, **extra: object) -> Path:
@@ -97,8 +94,9 @@ def _inventory(tmp: Path, root: Path, wheel: Path, house: Path, **extra: object)
         "edge_app_wheel": str(wheel),
         "edge_pip_wheelhouse": str(house),
         "edge_sensor_apt_packages": [],  # python3-picamera2 is in the Raspberry Pi archive only
-        "edge_models": _models(tmp),
-        "edge_model": "tiny",
+        "edge_models": _models(),
+        "edge_model": "shapes",
+        "edge_sensors": [{"id": f"{HOST}-cam", "source": "pattern:box"}],  # no camera here
         "edge_broker_hosts": ["localhost", "127.0.0.1"],
         "edge_broker_tls_port": free_port(),
         "edge_broker_plain_port": free_port(),
@@ -194,8 +192,8 @@ def test_app_is_installed_in_its_venv_by_an_unprivileged_user(applied: Applied) 
     subprocess.run(["chroot", str(root), "/opt/edge-app/venv/bin/python", "-c", probe], check=True)
     cfg = (root / "opt/edge-app/venv/pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in cfg  # a sensor host: picamera2 from apt
-    model = (root / "opt/edge-app/models/tiny/model.tflite").read_bytes()
-    assert model == zoo.build("alexnet", small=True)
+    model = (root / "opt/edge-app/models/shapes/shapes.tflite").read_bytes()
+    assert model == (REPO / "models/shapes/shapes.tflite").read_bytes()
 
 
 EXPECTED_FILES = {
@@ -220,7 +218,8 @@ EXPECTED_FILES = {
     "etc/mosquitto/edge-app/server.key": ("0o640", "root", "mosquitto"),
     "var/lib/mosquitto": ("0o750", "mosquitto", "mosquitto"),
     "opt/edge-app/venv": ("0o755", "root", "root"),
-    "opt/edge-app/models/tiny/model.tflite": ("0o644", "root", "root"),
+    "opt/edge-app/models/shapes/shapes.tflite": ("0o644", "root", "root"),
+    "opt/edge-app/models/shapes/card.json": ("0o644", "root", "root"),
 }
 
 
@@ -238,7 +237,7 @@ def test_units_and_configs_are_in_place_with_owners_and_modes(applied: Applied) 
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "CapabilityBoundingSet=\n",
-        f"--device {HOST} --model tiny",
+        f"--device {HOST} --model shapes",
         f"EnvironmentFile=/etc/edge-app/credentials/{HOST}/broker.env",
     ):
         assert line in unit, line
@@ -280,46 +279,103 @@ def test_units_are_hardened(applied: Applied) -> None:
         assert float(level.group(1)) <= 2.5, f"{unit.name}: {level.group(0)}"
 
 
-def test_deployed_broker_accepts_the_deployed_credentials(applied: Applied) -> None:
-    _deployed_broker_serves_deployed_credentials(applied.root)
+def test_the_deployed_fleet_runs_jobs_inside_the_target(applied: Applied, tmp_path: Path) -> None:
+    """Mosquitto with its deployed config; scheduler, worker and sensor as the `edge` user with
+    the exact commands and environment files of their units: jobs come back as results."""
+    root = applied.root
+    subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        conf = (root / "etc/mosquitto/mosquitto.conf").read_text()
+        port = int(re.findall(r"^listener (\d+)$", conf, re.MULTILINE)[0])
+        broker = ["/usr/sbin/mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"]
+        procs.append(_in_chroot(root, broker, log=tmp_path / "mosquitto.log"))
+        assert wait_for_port(port, timeout=10)
+        _host_side_login_checks(root, port)
+        for unit in ("edge-app-scheduler.service", "edge-app-worker.service"):
+            log = tmp_path / f"{unit}.log"
+            procs.append(_in_chroot(root, _unit_command(root, unit), user="edge", log=log))
+        sensor = _in_chroot(
+            root,
+            [*_unit_command(root, "edge-app-sensor@.service", f"{HOST}-cam"),
+             "--max-jobs", "5", "--json", "--deadline", "30"],
+            user="edge",
+        )  # fmt: skip
+        out, err = sensor.communicate(timeout=120)
+        logs = "".join(p.read_text(errors="replace")[-1500:] for p in tmp_path.glob("*.log"))
+        assert sensor.returncode == 0, err.decode()[-3000:] + logs
+        lines = [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
+        assert len(lines) == 5 and all(x["status"] == "ok" for x in lines), lines
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        subprocess.run(["umount", str(root / "proc")], check=False)
 
 
-def test_a_model_hash_mismatch_stops_the_play(applied: Applied, tmp_path: Path) -> None:
-    models = _models(tmp_path)
+def _unit_command(root: Path, unit: str, instance: str = "") -> list[str]:
+    """A shell command that does what systemd does for ``unit``: read its EnvironmentFiles
+    (as the service user, so their permissions are tested too), then exec its ExecStart."""
+    text = (root / "etc/systemd/system" / unit).read_text().replace("%i", instance)
+    text = text.replace("%S", "/var/lib")
+    envs = [
+        x.split("=", 1)[1].lstrip("-")
+        for x in text.splitlines()
+        if x.startswith("EnvironmentFile=")
+    ]
+    start = next(x.split("=", 1)[1] for x in text.splitlines() if x.startswith("ExecStart="))
+    sources = "; ".join(f"[ -r {e} ] && . {e}" for e in envs if e.endswith("dashboard.env"))
+    sources = "; ".join([*(f". {e}" for e in envs if not e.endswith("dashboard.env")), sources])
+    return ["/bin/sh", "-c", f'set -a; {sources.strip("; ")}; set +a; exec {start} "$@"', unit]
+
+
+def _in_chroot(
+    root: Path, argv: list[str], user: str | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Run ``argv`` inside the chroot; output to ``log`` (long-running) or pipes."""
+    spec = [f"--userspec={user}:{user}"] if user else []
+    out = log.open("wb") if log else None
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYTHONUNBUFFERED": "1",
+        "HOME": "/var/lib/edge-app",
+    }
+    try:
+        return subprocess.Popen(
+            ["chroot", *spec, str(root), *argv],
+            stdout=out or subprocess.PIPE, stderr=out or subprocess.PIPE, env=env,
+        )  # fmt: skip
+    finally:
+        if out:
+            out.close()
+
+
+def _host_side_login_checks(root: Path, port: int) -> None:
+    """From outside: the worker's deployed credentials work over TLS, a wrong password does not."""
+    creds = root / f"etc/edge-app/credentials/{HOST}"
+    env = dict(
+        line.split("=", 1)
+        for line in (creds / "broker.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    env["EDGE_BROKER_CA"] = str(creds / "ca.crt")  # the same file, seen from outside
+    config = broker_from_env(env)
+    assert config.url == f"mqtts://localhost:{port}"
+    probe = MqttTransport(config, "deployed-probe")
+    probe.start()
+    probe.stop()
+    with pytest.raises(TransportError):
+        MqttTransport(config.model_copy(update={"password": "x"}), "bad", connect_timeout=3).start()
+
+
+def test_a_model_hash_mismatch_stops_the_play(applied: Applied) -> None:
+    models = _models()
     models[0]["files"][0]["sha256"] = "0" * 64  # type: ignore[index]
     extra = json.dumps({"edge_models": models})
     out, counts = _play(applied.inventory, "--tags", "models", "-e", extra)
     assert counts.get("failed") == 1, out[-4000:]
     assert "is not the expected " + "0" * 64 in out
-
-
-def _deployed_broker_serves_deployed_credentials(root: Path) -> None:
-    """Run the chroot's Mosquitto with its deployed config; log in as the deployed worker."""
-    conf = (root / "etc/mosquitto/mosquitto.conf").read_text()
-    port = int(re.findall(r"^listener (\d+)$", conf, re.MULTILINE)[0])
-    proc = subprocess.Popen(
-        ["chroot", str(root), "/usr/sbin/mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert wait_for_port(port, timeout=10), proc.stdout.read() if proc.stdout else ""
-        creds = root / f"etc/edge-app/credentials/{HOST}"
-        env = dict(
-            line.split("=", 1)
-            for line in (creds / "broker.env").read_text().splitlines()
-            if "=" in line and not line.startswith("#")
-        )
-        env["EDGE_BROKER_CA"] = str(creds / "ca.crt")  # the same file, seen from outside
-        config = broker_from_env(env)
-        assert config.url == f"mqtts://localhost:{port}"
-        worker = MqttTransport(config, "deployed-worker")
-        worker.start()
-        worker.stop()
-        with pytest.raises(TransportError):
-            MqttTransport(
-                config.model_copy(update={"password": "x"}), "bad", connect_timeout=3
-            ).start()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
