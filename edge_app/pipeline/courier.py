@@ -204,6 +204,7 @@ class Courier:
             old = self.table.remove((header.job, header.stage, header.shard))
             if old is not None:  # a re-sent fan-out: owe acks for both attempts
                 upstream = (*old.upstream, *upstream)
+                self.accounting.count("completed")  # the older unit lives on in the new entry
             entry = Entry(header, tensors, frozenset((header.merge_to,)), time.monotonic())
             entry.upstream = upstream
             if not self.table.add(entry):
@@ -254,6 +255,7 @@ class Courier:
             if trigger == "timeout" and entry.sends < self.config.max_sends:
                 return self._resend_partial(entry)
             self.table.remove(entry.key)
+            self.accounting.count("completed")  # handed back: the fan-out sender re-sends
             log.info("partial %s of %s released (%s)", h.shard, h.job, trigger)
             return []
         if entry.sends >= self.config.max_sends:
@@ -349,6 +351,7 @@ class Courier:
         fanout = isinstance(route, FanoutRoute)
         existing = self.table.get((h.job, h.stage, None))
         if existing is not None:  # a duplicate of a job we already passed on
+            self.accounting.count("completed")
             if existing.route is not None and isinstance(existing.route, FanoutRoute):
                 existing.upstream = (*existing.upstream, *upstream)
                 return []

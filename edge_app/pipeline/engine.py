@@ -92,8 +92,14 @@ class Engine:
         self.busy_s = 0.0  # total compute time, read by the load meter
 
     def process(self, work: Work) -> None:
-        """Handle one unit; every failure ends the job as a counted drop, never an exception."""
-        self.accounting.count("accepted")
+        """Handle one unit; every failure ends the job as a counted drop, never an exception.
+
+        Accounting: a unit is ``accepted`` when this worker takes responsibility for it, and
+        later ``completed`` (its result published, or its output acked downstream: counted by
+        the worker's ack handler) or ``dropped``; at rest accepted == completed + dropped.
+        """
+        if work.kind != "shard":  # a shard counts once it is known to be ours (_shard)
+            self.accounting.count("accepted")
         try:
             if work.kind == "shard":
                 self._shard(work)
@@ -163,6 +169,7 @@ class Engine:
             state = "not held" if slot is None else slot.state
             self.report(work.topic, "stale", f"job {h.job}: shard {key} is {state}; not acked")
             return
+        self.accounting.count("accepted")
         wait = max(0.0, time.time() - work.received)
         transfer = transfer_time(h.created, h.trace, work.received)
         out, compute = self._compute(key, slot.fn, work.tensors)
@@ -172,7 +179,6 @@ class Engine:
             h, sender=self.device, shard=work.shard, bounds=bounds, trace=(*h.trace, entry)
         )
         self.courier.send_partial(partial, out, upstream)
-        self.accounting.count("completed")
 
     # --- running on -------------------------------------------------------------------------------
     def _wait_budget(self, h: Header) -> float:
@@ -219,8 +225,7 @@ class Engine:
             wait = transfer = 0.0
             stage, first = stage + 1, False
         moved = replace(h, stage=stage, trace=tuple(trace))
-        if self.courier.forward(moved, tensors, upstream) is None:
-            self.accounting.count("completed")
+        self.courier.forward(moved, tensors, upstream)  # completed when acked, or dropped
 
     def _result(
         self, h: Header, tensors: Tensors, plan: Plan, upstream: tuple[UpstreamAck, ...]

@@ -186,6 +186,7 @@ class Intake:
 
     def _enqueue(self, work: Work) -> None:
         if not self.queue.offer(work):
+            self.accounting.count("accepted")  # and dropped at once
             h = work.header
             shard_ack = UpstreamAck(h.sender, Ack(h.job, h.stage, None, h.attempt, self.device))
             upstream = (shard_ack,) if work.kind == "shard" else work.upstream

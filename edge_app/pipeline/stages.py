@@ -154,6 +154,12 @@ class TfliteLoader:
                 self._model = read_model(self._bytes)
             return self._model
 
+    def release(self) -> None:
+        """Forget the parsed model (it can be as large as the file): cut, then free it."""
+        with self._lock:
+            self._bytes = None
+            self._model = None
+
     def __call__(self, seat: Seat) -> StageFn:
         from edge_app.inference.partition import StageSpec, cut_stage_model
 

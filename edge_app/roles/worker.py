@@ -252,7 +252,9 @@ class Worker:
         except DecodeError as exc:
             self.report(msg.topic, error_kind(exc), str(exc))
             return
-        if not self.courier.on_ack(ack):
+        if self.courier.on_ack(ack):
+            self.accounting.count("completed")
+        else:
             self.accounting.count("duplicates")
 
     # --- threads --------------------------------------------------------------------------------
@@ -275,6 +277,9 @@ class Worker:
                 if self._plan_changed.is_set() or self._stop.is_set():
                     break  # a newer plan came: re-sync first
                 self.cache.load(seat)
+            release = getattr(self.cache.loader, "release", None)
+            if callable(release):  # the parsed model file is not kept between plans
+                release()
             self._heartbeat()
 
     def _sync_fanouts(self, wanted: set[int]) -> None:

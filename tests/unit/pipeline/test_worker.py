@@ -91,6 +91,9 @@ def test_three_workers_with_a_sharded_fc_give_the_whole_model_output(bus: Memory
     for w in workers:
         w.stop()
     assert all(w.courier.held() == 0 for w in workers)
+    for w in workers:  # at rest every unit a worker took on was completed or dropped
+        m = w.accounting.metrics()
+        assert m.accepted == m.completed + sum(m.dropped.values()) > 0, m
 
 
 def test_a_killed_replica_loses_nothing(bus: MemoryBus) -> None:
