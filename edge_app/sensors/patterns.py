@@ -5,14 +5,14 @@ learn from it), the sensor's ``pattern:NAME`` source and the one-machine demo (s
 recognizes what it was trained on, with no camera attached). Everything is numpy + Pillow,
 deterministic for a given ``numpy.random.Generator``, RGB ``uint8`` at any resolution.
 Each scene draws its own variation (position, size, speed, phase, colours, background, noise)
-so a model trained on it generalizes to unseen scenes.
+so a model trained on it generalizes to unseen scenes. The figure's joints come from
+``edge_app.sensors.figure``; this module draws them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,20 +20,25 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from edge_app.errors import ConfigError
+from edge_app.sensors.figure import ACTIONS, Point, pose
 
-ACTIONS: tuple[str, ...] = (
-    "waving",
-    "jumping",
-    "walking_left",
-    "walking_right",
-    "squatting",
-    "standing_still",
-)
+__all__ = [
+    "ACTIONS",
+    "SHAPES",
+    "STILL_PATTERNS",
+    "ActionScene",
+    "colour_bars",
+    "demo_stream",
+    "moving_box",
+    "pattern_frames",
+    "render_clip",
+    "render_shape",
+]
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring")
 STILL_PATTERNS: tuple[str, ...] = ("bars", "box")
 
 _SS = 2  # supersampling factor: draw at 2x, downsample with a box filter = antialiasing
-_Point = tuple[float, float]
 _Pixels = npt.NDArray[np.uint8]
 _BARS = ((255, 255, 255), (255, 255, 0), (0, 255, 255), (0, 255, 0), (255, 0, 255), (255, 0, 0))
 _BARS_TAIL = ((0, 0, 255), (0, 0, 0))
@@ -102,113 +107,9 @@ def _finish(image: Image.Image, noise: float, rng: np.random.Generator) -> _Pixe
     return np.clip(pixels, 0, 255, out=pixels).astype(np.uint8)
 
 
-# --- the stick figure ------------------------------------------------------------------------
-# Figure units: height 1, x to the right, y up, origin between the feet on the ground.
-_THIGH = _SHIN = 0.25
-_UPPER_ARM, _FOREARM = 0.17, 0.16
-_ARM = (_UPPER_ARM, _FOREARM)
-_TORSO, _NECK_HEAD = 0.32, 0.09
-
-
-def _limb(
-    origin: _Point, a1: float, a2: float, sx: float, lengths: tuple[float, float] = (_THIGH, _SHIN)
-) -> list[_Point]:
-    """A two-segment limb; angles are measured from straight down, positive outward (``sx``)."""
-    l1, l2 = lengths
-    joint = (origin[0] + sx * l1 * math.sin(a1), origin[1] - l1 * math.cos(a1))
-    end = (joint[0] + sx * l2 * math.sin(a2), joint[1] - l2 * math.cos(a2))
-    return [origin, joint, end]
-
-
-def _squat_leg(hip: _Point, foot_x: float, sx: float) -> list[_Point]:
-    """Inverse kinematics: the knee pushed outward (``sx``) so that the foot stays down."""
-    vx, vy = foot_x - hip[0], -hip[1]
-    dist = max(math.hypot(vx, vy), 1e-6)
-    bend = math.sqrt(max(_THIGH**2 - (min(dist, 2 * _THIGH) / 2) ** 2, 0.0))
-    nx, ny = -vy / dist, vx / dist
-    if nx * sx < 0:
-        nx, ny = -nx, -ny
-    knee = (hip[0] + vx / 2 + bend * nx, hip[1] + vy / 2 + bend * ny)
-    return [hip, knee, (foot_x, 0.0)]
-
-
-@dataclass(frozen=True)
-class _Pose:
-    head: _Point
-    lines: tuple[tuple[_Point, ...], ...]  # polylines: torso, arms, legs
-
-
-def _body(
-    hip: _Point, lean: float, arms: tuple[list[_Point], ...], legs: tuple[list[_Point], ...]
-) -> _Pose:
-    neck = (hip[0] + lean, hip[1] + _TORSO)
-    head = (neck[0], neck[1] + _NECK_HEAD)
-    return _Pose(head, ((hip, neck), *(tuple(a) for a in arms), *(tuple(g) for g in legs)))
-
-
-def _arm_pair(
-    hip: _Point, lean: float, a1: tuple[float, float], a2: tuple[float, float]
-) -> tuple[list[_Point], ...]:
-    shoulder = (hip[0] + lean, hip[1] + _TORSO - 0.02)
-    return (
-        _limb(shoulder, a1[0], a2[0], -1.0, _ARM),
-        _limb(shoulder, a1[1], a2[1], 1.0, _ARM),
-    )
-
-
-def _pose(action: str, t: float, p: dict[str, float]) -> _Pose:
-    """The figure's joints at time ``t`` (seconds) for one action and its scene parameters."""
-    phase = 2 * math.pi * p["freq"] * t + p["phase"]
-    legs: tuple[list[_Point], ...]
-    stand = _THIGH + _SHIN
-    if action in {"walking_left", "walking_right"}:
-        d = -1.0 if action == "walking_left" else 1.0
-        hip = (d * p["speed"] * t, stand - 0.02 + 0.015 * abs(math.cos(phase)))
-        swing = 0.45 * math.sin(phase)
-        knee = 0.35 * max(0.0, math.cos(phase))
-        legs = (
-            _limb(hip, swing, swing - knee, d),
-            _limb(hip, -swing, -swing - 0.35 * max(0.0, -math.cos(phase)), d),
-        )
-        shoulder = (hip[0] + d * 0.02, hip[1] + _TORSO - 0.02)
-        arms = (
-            _limb(shoulder, -0.7 * swing, -0.7 * swing + 0.3, d, _ARM),
-            _limb(shoulder, 0.7 * swing, 0.7 * swing + 0.3, d, _ARM),
-        )
-        return _body(hip, d * 0.02, arms, legs)
-    if action == "jumping":
-        air = abs(math.sin(phase / 2))
-        bend = 0.5 * (1 - air) ** 2
-        hip = (0.0, p["height"] * air + stand * math.cos(bend))
-        legs = tuple(_limb(hip, 0.08 + bend, 0.08 - bend, s) for s in (-1.0, 1.0))
-        up = 0.3 + 2.2 * air
-        return _body(hip, 0.0, _arm_pair(hip, 0.0, (up, up), (up + 0.2, up + 0.2)), legs)
-    if action == "squatting":
-        depth = p["height"] * (1 - math.cos(phase)) / 2
-        hip = (0.0, stand - depth)
-        legs = (_squat_leg(hip, -0.09, -1.0), _squat_leg(hip, 0.09, 1.0))
-        reach = 0.2 + 1.3 * depth / p["height"]
-        return _body(hip, 0.0, _arm_pair(hip, 0.0, (reach, reach), (reach, reach)), legs)
-    hip = (0.004 * math.sin(phase), stand)
-    legs = tuple(_limb(hip, 0.08, 0.08, s) for s in (-1.0, 1.0))
-    if action == "waving":
-        wave = 2.9 + 0.55 * math.sin(phase)
-        hang = 0.15
-        a1 = (2.3, hang) if p["side"] < 0 else (hang, 2.3)
-        a2 = (wave, hang + 0.05) if p["side"] < 0 else (hang + 0.05, wave)
-        if p["side"] == 0:
-            a1, a2 = (2.3, 2.3), (wave, wave)
-        return _body(hip, 0.0, _arm_pair(hip, 0.0, a1, a2), legs)
-    if action == "standing_still":
-        breathe = 0.02 * math.sin(phase)
-        rest = _arm_pair(hip, 0.0, (0.15 + breathe, 0.15 + breathe), (0.2, 0.2))
-        return _body(hip, 0.0, rest, legs)
-    raise ConfigError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
-
-
 _FREQ = {  # (low, high) cycles per second
     "waving": (1.5, 3.0),
-    "jumping": (0.6, 1.0),  # full hops per second = freq (phase/2 in _pose)
+    "jumping": (0.6, 1.0),  # full hops per second = freq (phase/2 in figure.pose)
     "squatting": (0.6, 1.1),
     "standing_still": (0.2, 0.4),
 }
@@ -260,18 +161,18 @@ class ActionScene:
 
     def frame(self, t: float) -> _Pixels:
         """The picture at time ``t`` seconds after the scene started, (H, W, 3) RGB uint8."""
-        pose = _pose(self.action, t, self._params)
+        figure = pose(self.action, t, self._params)
         image = self._bg.copy()
         draw = ImageDraw.Draw(image)
         s, x0, g = self._size, self._x, self._ground
         width = round(self._line)
 
-        def px(p: _Point) -> tuple[float, float]:
+        def px(p: Point) -> tuple[float, float]:
             return (x0 + p[0] * s, g - p[1] * s)
 
-        for line in pose.lines:
+        for line in figure.lines:
             draw.line([px(p) for p in line], fill=self._colour, width=width, joint="curve")
-        hx, hy = px(pose.head)
+        hx, hy = px(figure.head)
         r = 0.085 * s
         box = (hx - r, hy - r, hx + r, hy + r)
         if self._filled_head:
@@ -316,8 +217,8 @@ def demo_stream(
 
 
 # --- shapes for the image classifier ----------------------------------------------------------
-def _shape_polygons(shape: str, r: float, turn: float) -> list[list[_Point]]:
-    def ring(n: int, radius: float, start: float) -> list[_Point]:
+def _shape_polygons(shape: str, r: float, turn: float) -> list[list[Point]]:
+    def ring(n: int, radius: float, start: float) -> list[Point]:
         return [
             (
                 radius * math.cos(start + 2 * math.pi * k / n),
