@@ -111,7 +111,9 @@ class HistoryStore:
                 )
         except sqlite3.Error as exc:
             self.lost += len(results) + len(events)
-            log.error("dashboard history: write failed, %d rows lost: %s", len(results), exc)
+            log.error(
+                "dashboard history: write failed, %d rows lost: %s", len(results) + len(events), exc
+            )
 
     def prune(self, now: float | None = None) -> int:
         """Apply the age, row and size bounds; returns the number of rows deleted."""
@@ -168,17 +170,9 @@ class HistoryStore:
         limit: int = 200,
     ) -> list[Json]:
         """Newest first, within [since, until], optionally of one camera."""
-        self.flush()
-        where, args = _range(since, until)
-        if camera is not None:
-            where.append("camera = ?")
-            args.append(camera)
-        sql = f"SELECT {','.join(_RESULT_COLS)} FROM results"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
-        args.append(max(1, min(limit, MAX_QUERY_ROWS)))
-        return [_result_json(r) for r in self._db.execute(sql, args)]
+        select = f"SELECT {','.join(_RESULT_COLS)} FROM results"
+        rows = self._newest(select, ("camera", camera), since, until, limit)
+        return [_result_json(r) for r in rows]
 
     def events(
         self,
@@ -187,17 +181,28 @@ class HistoryStore:
         until: float | None = None,
         limit: int = 200,
     ) -> list[Json]:
+        """Newest first, within [since, until], optionally of one device."""
+        select = "SELECT ts, device, kind, detail FROM events"
+        return [dict(r) for r in self._newest(select, ("device", device), since, until, limit)]
+
+    def _newest(
+        self,
+        select: str,
+        match: tuple[str, str | None],
+        since: float | None,
+        until: float | None,
+        limit: int,
+    ) -> list[sqlite3.Row]:
+        """The rows of ``select`` newest first, filtered by time and ``column = value``
+        (a None bound or value is no filter), at most ``MAX_QUERY_ROWS``."""
         self.flush()
-        where, args = _range(since, until)
-        if device is not None:
-            where.append("device = ?")
-            args.append(device)
-        sql = "SELECT ts, device, kind, detail FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
+        column, value = match
+        filters = (("ts >= ?", since), ("ts <= ?", until), (f"{column} = ?", value))
+        where = [clause for clause, arg in filters if arg is not None]
+        args: list[Any] = [arg for _, arg in filters if arg is not None]
+        sql = select + (" WHERE " + " AND ".join(where) if where else "")
         args.append(max(1, min(limit, MAX_QUERY_ROWS)))
-        return [dict(r) for r in self._db.execute(sql, args)]
+        return self._db.execute(sql + " ORDER BY ts DESC, id DESC LIMIT ?", args).fetchall()
 
     def cameras(self) -> list[str]:
         self.flush()
@@ -227,18 +232,6 @@ class HistoryStore:
     def close(self) -> None:
         self.flush()
         self._db.close()
-
-
-def _range(since: float | None, until: float | None) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    args: list[Any] = []
-    if since is not None:
-        where.append("ts >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("ts <= ?")
-        args.append(until)
-    return where, args
 
 
 def _result_json(row: sqlite3.Row) -> Json:
