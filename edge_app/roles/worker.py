@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edge_app.config import FleetConfig
 from edge_app.errors import DecodeError, EdgeAppError
-from edge_app.messages.codec import decode_ack
+from edge_app.messages.codec import Ack, decode_ack
 from edge_app.messages.schemas import (
     DeviceStatus,
     Hardware,
@@ -254,8 +254,14 @@ class Worker:
             return
         if self.courier.on_ack(ack):
             self.accounting.count("completed")
-        else:
+        elif not self._fanout_ack(ack):  # every shard holder acks a fan-out: one releases it
             self.accounting.count("duplicates")
+
+    def _fanout_ack(self, ack: Ack) -> bool:
+        plan = self.current_plan()
+        if plan is None or ack.shard is not None or ack.stage >= len(plan.stages):
+            return False
+        return plan.stages[ack.stage].mode == "sharded"
 
     # --- threads --------------------------------------------------------------------------------
     def _compute_loop(self) -> None:
