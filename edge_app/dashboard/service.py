@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from edge_app import __version__
+from edge_app.errors import TransportError
 from edge_app.messages.schemas import DeviceStatus, encode
 from edge_app.messages.topics import DiscoveryTopics, Kind, Topics
 
@@ -114,7 +115,7 @@ class Dashboard:
         if self.transport is not None:
             try:
                 self.transport.publish(topic, payload, retain=retain)
-            except Exception:  # the transport reconnects by itself; never kill the loop
+            except TransportError:  # the transport reconnects by itself; never kill the loop
                 log.warning("dashboard: publish on %s failed", topic, exc_info=True)
 
     # --- messages ----------------------------------------------------------------------------
