@@ -14,6 +14,7 @@ Cards loaded from disk are checked against their model file's sha256.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -27,9 +28,8 @@ from edge_app.inference.card import (
     ModelCard,
     check_model_file,
     load_card,
-    sha256_file,
 )
-from edge_app.inference.graph import Model
+from edge_app.inference.graph import Model, Tensor
 from edge_app.inference.graph_io import read_model
 
 CARD_NAME = "card.json"
@@ -119,11 +119,30 @@ def default_card(model_path: Path, name: str) -> ModelCard:
         size = model_path.stat().st_size
         if size > MAX_MODEL_BYTES:
             raise ModelError(f"model file {model_path} is too large ({size} bytes)")
-        graph = read_model(model_path.read_bytes())
+        data = model_path.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read model file {model_path}: {exc.strerror or exc}") from exc
-    sg = graph.main
+    sg = read_model(data).main
     tin, tout = sg.tensors[sg.inputs[0]], sg.tensors[sg.outputs[0]]
+    spec = _default_input(model_path, tin)
+    clip = tin.shape[1] if spec.layout == "NDHWC" else None
+    classes = tout.shape[-1] if tout.shape else 1
+    return ModelCard(
+        name=name.replace("/", "_")[:64] or "model",
+        task="image" if clip is None else "action",
+        file=model_path.name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        labels=tuple(f"class_{i}" for i in range(classes)),
+        input=spec,
+        frames_per_clip=clip,
+        clip_stride=clip,
+        description="default card (the model came without one): colour order, resize and "
+        "normalization are assumptions",
+    )
+
+
+def _default_input(model_path: Path, tin: Tensor) -> InputSpec:
+    """The assumed input of a card-less model: an NHWC image or NDHWC clip, 1 or 3 channels."""
     rank, dtype = len(tin.shape), np.dtype(tin.dtype).name
     if (
         rank not in (4, 5)
@@ -140,7 +159,7 @@ def default_card(model_path: Path, name: str) -> ModelCard:
             raise ModelError(f"model {model_path}: quantized input without one scale")
         q = tin.quantization
         quant = InputQuantization(scale=float(q.scale[0]), zero_point=int(q.zero_point[0]))
-    spec = InputSpec(
+    return InputSpec(
         shape=tuple(tin.shape),
         dtype=dtype,  # type: ignore[arg-type]  # checked above
         layout="NDHWC" if rank == 5 else "NHWC",
@@ -148,17 +167,4 @@ def default_card(model_path: Path, name: str) -> ModelCard:
         mean=(127.5,),
         std=(127.5,),
         quantization=quant,
-    )
-    classes = tout.shape[-1] if tout.shape else 1
-    return ModelCard(
-        name=name.replace("/", "_")[:64] or "model",
-        task="action" if rank == 5 else "image",
-        file=model_path.name,
-        sha256=sha256_file(model_path),
-        labels=tuple(f"class_{i}" for i in range(classes)),
-        input=spec,
-        frames_per_clip=tin.shape[1] if rank == 5 else None,
-        clip_stride=tin.shape[1] if rank == 5 else None,
-        description="default card (the model came without one): colour order, resize and "
-        "normalization are assumptions",
     )
