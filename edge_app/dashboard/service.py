@@ -12,11 +12,10 @@ import contextlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from edge_app import __version__
 from edge_app.errors import TransportError
-from edge_app.messages.schemas import DeviceStatus, encode
+from edge_app.messages.schemas import DeviceState, status_payload
 from edge_app.messages.topics import DiscoveryTopics, Kind, Topics
 
 from .discovery import DiscoveryBuilder, DiscoveryPublisher, camera_state
@@ -82,15 +81,8 @@ class Dashboard:
     def connected(self) -> bool:
         return bool(self.transport is not None and self.transport.connected)
 
-    def status_payload(self, state: Literal["online", "offline"]) -> bytes:
-        status = DeviceStatus(
-            device=self.device_id,
-            role="dashboard",
-            state=state,
-            ts=time.time(),
-            version=__version__,
-        )
-        return encode(status)
+    def status_payload(self, state: DeviceState) -> bytes:
+        return status_payload(self.device_id, "dashboard", state)
 
     def attach(self, transport: Transport, loop: asyncio.AbstractEventLoop) -> None:
         """Wire the transport before ``transport.start()``: will, subscriptions, birth."""

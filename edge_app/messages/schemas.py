@@ -7,10 +7,12 @@ before parsing. Tensors never travel here: see ``codec`` for the msgpack data pl
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from edge_app import __version__
 from edge_app.errors import DecodeError
 from edge_app.messages.topics import ID_PATTERN
 
@@ -19,6 +21,8 @@ MAX_CONTROL_BYTES = 256 * 1024  # a plan for hundreds of devices fits easily
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Role = Literal["worker", "scheduler", "sensor", "dashboard", "inject", "sink"]
+DeviceState = Literal["online", "offline"]
+ErrorKind = Literal["decode", "validation", "stale", "shape", "dtype", "size", "runtime", "other"]
 Short = Annotated[str, StringConstraints(max_length=256)]
 Text = Annotated[str, StringConstraints(max_length=2048)]
 NonNeg = Annotated[float, Field(ge=0)]
@@ -38,7 +42,7 @@ class DeviceStatus(Message):
 
     device: Id
     role: Role
-    state: Literal["online", "offline"]
+    state: DeviceState
     ts: float
     version: Short = ""
 
@@ -182,7 +186,7 @@ class ErrorReport(Message):
     device: Id
     ts: float
     topic: Short
-    kind: Literal["decode", "validation", "stale", "shape", "dtype", "size", "runtime", "other"]
+    kind: ErrorKind
     detail: Text
 
 
@@ -207,6 +211,14 @@ M = TypeVar("M", bound=Message)
 
 def encode(message: Message) -> bytes:
     return message.model_dump_json(exclude_defaults=False).encode()
+
+
+def status_payload(device: str, role: Role, state: DeviceState) -> bytes:
+    """This process's retained status (or its last will), stamped now with the package version."""
+    status = DeviceStatus(
+        device=device, role=role, state=state, ts=time.time(), version=__version__
+    )
+    return encode(status)
 
 
 def decode(kind: type[M], payload: bytes) -> M:

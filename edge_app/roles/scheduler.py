@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from edge_app.config import FleetConfig
 from edge_app.errors import DecodeError, EdgeAppError, WireError
 from edge_app.messages.schemas import (
+    DeviceState,
     DeviceStatus,
+    ErrorKind,
     ErrorReport,
     Heartbeat,
     Message,
@@ -32,6 +34,7 @@ from edge_app.messages.schemas import (
     Plan,
     decode,
     encode,
+    status_payload,
 )
 from edge_app.scheduling.planner import PlanPolicy, plan
 from edge_app.scheduling.profile import ModelProfile
@@ -39,8 +42,6 @@ from edge_app.scheduling.registry import Registry
 from edge_app.transport.base import Received, Transport
 
 log = logging.getLogger(__name__)
-
-ErrorKind = str
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ class Scheduler:
             device=self.device,
             ts=time.time(),
             topic=topic[:256],
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             detail=detail[:2048],
         )
         self.transport.publish(self.topics.error(self.device), encode(report))
@@ -344,17 +345,8 @@ class Scheduler:
             self._publish_metrics()
 
     # --- reporting ----------------------------------------------------------------------------
-    def _status(self, state: str) -> bytes:
-        from edge_app import __version__
-
-        status = DeviceStatus(
-            device=self.device,
-            role="scheduler",
-            state=state,  # type: ignore[arg-type]
-            ts=time.time(),
-            version=__version__,
-        )
-        return encode(status)
+    def _status(self, state: DeviceState) -> bytes:
+        return status_payload(self.device, "scheduler", state)
 
     def _heartbeat(self) -> None:
         self._hb_seq += 1

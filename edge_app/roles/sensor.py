@@ -22,12 +22,13 @@ from edge_app.config import FleetConfig
 from edge_app.errors import EdgeAppError, SourceError
 from edge_app.inference.card import ModelCard
 from edge_app.messages.schemas import (
-    DeviceStatus,
+    DeviceState,
     ErrorReport,
     Heartbeat,
     JobOutcome,
     SensorHealth,
     encode,
+    status_payload,
 )
 from edge_app.pipeline.health import hardware
 from edge_app.pipeline.jobs import JobPublisher, PublisherOptions
@@ -135,16 +136,8 @@ class Sensor:
         )
         self.transport.stop()
 
-    def _status(self, state: str) -> bytes:
-        return encode(
-            DeviceStatus(
-                device=self.sensor_id,
-                role="sensor",
-                state=state,  # type: ignore[arg-type]
-                ts=time.time(),
-                version=__version__,
-            )
-        )
+    def _status(self, state: DeviceState) -> bytes:
+        return status_payload(self.sensor_id, "sensor", state)
 
     def _online(self) -> None:
         self.transport.publish(
