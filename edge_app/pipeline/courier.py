@@ -63,7 +63,7 @@ class CourierConfig:
     window: int = 4  # in-flight envelopes per receiver
     capacity: int = 1024  # envelopes held at once
     ack_timeout_s: float = 10.0  # the most an ack may take (and the value before any sample)
-    min_ack_timeout_s: float = 1.0  # the adaptive timeout never goes below this
+    min_ack_timeout_s: float = 2.0  # the adaptive timeout never goes below this
     deadline_grace_s: float = 1.0
     max_sends: int = 5
 
@@ -289,12 +289,14 @@ class Courier:
         ]
 
     def _timeout(self, entry: Entry) -> float:
-        """The ack timeout for ``entry``: adaptive per stage (as TCP's RTO), capped by config."""
+        """The ack timeout for ``entry``: adapted per stage to the measured ack round-trip (as
+        TCP's RTO, between ``min_ack_timeout_s`` and ``ack_timeout_s``), doubled for every
+        re-send of the entry (a loaded receiver is slow, not lost: back off)."""
         rtt = self._rtt.get(entry.header.stage)
-        if rtt is None:
-            return self.config.ack_timeout_s
-        rto = rtt.srtt + 4 * rtt.rttvar
-        return min(self.config.ack_timeout_s, max(self.config.min_ack_timeout_s, rto))
+        rto = self.config.ack_timeout_s
+        if rtt is not None:
+            rto = min(rto, max(self.config.min_ack_timeout_s, 2 * rtt.srtt + 4 * rtt.rttvar))
+        return float(rto * 2 ** min(entry.sends - 1, 3))
 
     # --- helpers (called with the lock held) --------------------------------------------------
     def _route(

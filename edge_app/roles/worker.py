@@ -227,6 +227,7 @@ class Worker:
             )
             return
         self.intake.set_plan(plan)  # seats first: the courier's re-sends may come back to us
+        self.cache.sync(self.intake.seats)  # quick: new seats are "loading" (jobs wait for them)
         self.courier.set_plan(plan)
         self._plan_changed.set()
         self.intake.replay_early()
@@ -275,14 +276,14 @@ class Worker:
             if not self._plan_changed.wait(timeout=0.2):
                 continue
             self._plan_changed.clear()
-            seats = self.intake.seats
             plan = self.current_plan()
             if plan is not None:  # every sharded stage: a device seated later is listening already
                 self._sync_fanouts({sp.stage.index for sp in plan.stages if sp.mode == "sharded"})
-            for seat in self.cache.sync(seats):
+            for slot in self.cache.slots():  # the plan handler marked them "loading"
                 if self._plan_changed.is_set() or self._stop.is_set():
-                    break  # a newer plan came: re-sync first
-                self.cache.load(seat)
+                    break  # a newer plan came: its seats first
+                if slot.state == "loading":
+                    self.cache.load(slot.seat)
             release = getattr(self.cache.loader, "release", None)
             if callable(release):  # the parsed model file is not kept between plans
                 release()
