@@ -119,3 +119,12 @@ class Subscriptions:
                 self.handler_errors += 1
                 log.exception("%s: handler for %s failed", self._owner, message.topic)
         return len(matching)
+
+
+def run_connect_callbacks(owner: str, callbacks: list[Callable[[], None]]) -> None:
+    """Run every on-connect callback; a failing one is logged and does not stop the others."""
+    for callback in list(callbacks):
+        try:
+            callback()
+        except Exception:
+            log.exception("%s: on_connect callback failed", owner)

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from edge_app.errors import TransportError
-from edge_app.transport.base import Handler, Received, Subscriptions, topic_matches
+from edge_app.transport.base import (
+    Handler,
+    Received,
+    Subscriptions,
+    run_connect_callbacks,
+    topic_matches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +251,4 @@ class MemoryTransport:
     def _run_connect_callbacks(self) -> None:
         for topic_filter, _ in self._subs.filters():  # the client re-subscribes
             self._bus._send_retained(self, topic_filter)
-        for callback in list(self._callbacks):
-            try:
-                callback()
-            except Exception:
-                log.exception("%s: on_connect callback failed", self.client_id)
+        run_connect_callbacks(self.client_id, self._callbacks)

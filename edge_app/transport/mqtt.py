@@ -25,7 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_app.config import BrokerConfig
 from edge_app.errors import TransportError
-from edge_app.transport.base import Handler, Received, Subscriptions
+from edge_app.transport.base import Handler, Received, Subscriptions, run_connect_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ class MqttTransport:
         self._connected = threading.Event()
         self._first = threading.Event()
         self._failure: str | None = None
-        self._lock = threading.Lock()
         self._last_info: paho.MQTTMessageInfo | None = None
         self._subacks = threading.Condition()
         self._acked: deque[int] = deque(maxlen=1024)
@@ -229,11 +228,7 @@ class MqttTransport:
             self._initial_mid = client.subscribe(filters)[1]
         else:
             self._ready.set()
-        for callback in list(self._callbacks):
-            try:
-                callback()
-            except Exception:
-                log.exception("%s: on_connect callback failed", self.client_id)
+        run_connect_callbacks(self.client_id, self._callbacks)
         self._first.set()
 
     def _on_subscribe(
