@@ -41,30 +41,15 @@ class GraphBuilder(GraphCore):
         name: str | None = None,
     ) -> TensorRef:
         self._rank(x, 4, "conv2d")
-        n, h, w, c = x.shape
+        c = x.shape[3]
         out_c, kh, kw, in_c = np.shape(weights)
         if in_c != c:
             raise ModelError(f"conv2d weights expect {in_c} input channels, input has {c}")
         name = self._layer_name("conv2d", name)
         wt = self._float_const(f"{name}/weights", weights, (out_c, kh, kw, c))
         bt = self._bias(f"{name}/bias", bias, out_c)
-        shape = (
-            n,
-            _out_size(h, kh, stride[0], padding),
-            _out_size(w, kw, stride[1], padding),
-            out_c,
-        )
-        opts = Options(
-            "Conv2DOptions",
-            {
-                "padding": PADDINGS[padding],
-                "stride_h": stride[0],
-                "stride_w": stride[1],
-                "fused_activation_function": _activation(activation),
-                "dilation_h_factor": 1,
-                "dilation_w_factor": 1,
-            },
-        )
+        shape = _window2d(x, (kh, kw), stride, padding, out_c)
+        opts = _conv2d_options("Conv2DOptions", stride, padding, activation)
         return self._op(OP.CONV_2D, [x, wt, bt], name, shape, options=opts)
 
     def depthwise_conv2d(
@@ -79,31 +64,16 @@ class GraphBuilder(GraphCore):
         name: str | None = None,
     ) -> TensorRef:
         self._rank(x, 4, "depthwise_conv2d")
-        n, h, w, c = x.shape
+        c = x.shape[3]
         one, kh, kw, out_c = np.shape(weights)
         if one != 1 or out_c % c:
             raise ModelError(f"depthwise weights must be [1,kh,kw,{c}*m], got {np.shape(weights)}")
         name = self._layer_name("depthwise_conv2d", name)
         wt = self._float_const(f"{name}/weights", weights, (1, kh, kw, out_c))
         bt = self._bias(f"{name}/bias", bias, out_c)
-        shape = (
-            n,
-            _out_size(h, kh, stride[0], padding),
-            _out_size(w, kw, stride[1], padding),
-            out_c,
-        )
-        opts = Options(
-            "DepthwiseConv2DOptions",
-            {
-                "padding": PADDINGS[padding],
-                "stride_h": stride[0],
-                "stride_w": stride[1],
-                "depth_multiplier": out_c // c,
-                "fused_activation_function": _activation(activation),
-                "dilation_h_factor": 1,
-                "dilation_w_factor": 1,
-            },
-        )
+        shape = _window2d(x, (kh, kw), stride, padding, out_c)
+        multiplier = {"depth_multiplier": out_c // c}
+        opts = _conv2d_options("DepthwiseConv2DOptions", stride, padding, activation, multiplier)
         return self._op(OP.DEPTHWISE_CONV_2D, [x, wt, bt], name, shape, options=opts)
 
     def conv3d(
@@ -156,13 +126,7 @@ class GraphBuilder(GraphCore):
     ) -> TensorRef:
         self._rank(x, 4, "2-D pooling")
         stride = pool if stride is None else stride
-        n, h, w, c = x.shape
-        shape = (
-            n,
-            _out_size(h, pool[0], stride[0], padding),
-            _out_size(w, pool[1], stride[1], padding),
-            c,
-        )
+        shape = _window2d(x, pool, stride, padding, x.shape[3])
         opts = Options(
             "Pool2DOptions",
             {
@@ -333,3 +297,38 @@ class GraphBuilder(GraphCore):
             shape = [d for i, d in enumerate(x.shape) if i not in norm]
         opts = Options("ReducerOptions", {"keep_dims": keepdims})
         return self._op(OP.MEAN, [x, axes_t], name, shape, options=opts, dtype=x.dtype)
+
+
+def _window2d(
+    x: TensorRef, window: tuple[int, int], stride: tuple[int, int], padding: str, channels: int
+) -> tuple[int, ...]:
+    """The NHWC output shape of a 2-D window (convolution or pooling) sliding over ``x``."""
+    n, h, w, _ = x.shape
+    return (
+        n,
+        _out_size(h, window[0], stride[0], padding),
+        _out_size(w, window[1], stride[1], padding),
+        channels,
+    )
+
+
+def _conv2d_options(
+    kind: str,
+    stride: tuple[int, int],
+    padding: str,
+    activation: str | None,
+    extra: dict[str, int] | None = None,
+) -> Options:
+    """Options of a 2-D convolution (``extra`` goes after the strides, as TFLite orders it)."""
+    return Options(
+        kind,
+        {
+            "padding": PADDINGS[padding],
+            "stride_h": stride[0],
+            "stride_w": stride[1],
+            **(extra or {}),
+            "fused_activation_function": _activation(activation),
+            "dilation_h_factor": 1,
+            "dilation_w_factor": 1,
+        },
+    )
