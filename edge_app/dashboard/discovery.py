@@ -79,6 +79,16 @@ class DiscoveryBuilder:
             }
         ]
 
+    def _device_block(self, object_id: str, name: str, model: str) -> Json:
+        """The ``device`` block that groups entities under one Home Assistant device."""
+        return {
+            "identifiers": [f"{self.node}_{object_id}"],
+            "name": name,
+            "manufacturer": "edge-app",
+            "model": model,
+            "sw_version": __version__,
+        }
+
     def _config(self, component: str, object_id: str, payload: Json) -> EntityConfig:
         oid = f"{self.node}_{object_id}"
         if len(oid) > MAX_OBJECT_ID:  # long ids: keep a readable head, make it unique by hash
@@ -89,13 +99,7 @@ class DiscoveryBuilder:
 
     def camera(self, sensor: str) -> list[EntityConfig]:
         sid = ha_id(sensor)
-        device = {
-            "identifiers": [f"{self.node}_camera_{sid}"],
-            "name": f"Camera {sensor}",
-            "manufacturer": "edge-app",
-            "model": "camera",
-            "sw_version": __version__,
-        }
+        device = self._device_block(f"camera_{sid}", f"Camera {sensor}", "camera")
         available = self._availability(self.topics.status(self.dashboard_id))
         state = self.topics.camera(sensor)
         action = {
@@ -122,13 +126,7 @@ class DiscoveryBuilder:
     def device(self, device: str, role: str) -> list[EntityConfig]:
         did = ha_id(device)
         status = self.topics.status(device)
-        block = {
-            "identifiers": [f"{self.node}_device_{did}"],
-            "name": device,
-            "manufacturer": "edge-app",
-            "model": f"edge-app {role}",
-            "sw_version": __version__,
-        }
+        block = self._device_block(f"device_{did}", device, f"edge-app {role}")
         connectivity = {
             "name": "Connectivity",
             "device_class": "connectivity",
@@ -145,8 +143,13 @@ class DiscoveryBuilder:
             "availability": self._availability(status),
             "device": block,
         }
-        load = {**common, "name": "Load", "icon": "mdi:gauge", "unit_of_measurement": "%"}
-        load["value_template"] = LOAD_TEMPLATE
+        load = {
+            **common,
+            "name": "Load",
+            "icon": "mdi:gauge",
+            "unit_of_measurement": "%",
+            "value_template": LOAD_TEMPLATE,
+        }
         service = {
             **common,
             "name": "Service time",
