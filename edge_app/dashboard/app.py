@@ -74,12 +74,8 @@ async def run_dashboard(
     host, port = parse_bind(options.bind)
     check_exposure(host, options.token)
     device_id = check_id(options.device_id or default_device_id(), "dashboard id")
-    discovery = None
-    if options.discovery_prefix is not None:
-        prefix = options.discovery_prefix
-        if not prefix or any(c in prefix for c in "+#") or prefix.strip("/") != prefix:
-            raise ConfigError(f"invalid discovery prefix {prefix!r}")
-        discovery = DiscoveryTopics(prefix)
+    prefix = options.discovery_prefix
+    discovery = None if prefix is None else DiscoveryTopics.for_prefix(prefix)
     store = HistoryStore(Path(options.db).expanduser(), max_age_s=options.max_age_days * 86400.0)
     dash = Dashboard(fleet.topics, store, device_id=device_id, discovery=discovery)
     loop = asyncio.get_running_loop()

@@ -157,6 +157,13 @@ class DiscoveryTopics:
 
     prefix: str = "homeassistant"
 
+    @classmethod
+    def for_prefix(cls, prefix: str) -> DiscoveryTopics:
+        """Checked: a prefix with a wildcard or a leading/trailing ``/`` is a ConfigError."""
+        if not prefix or any(c in prefix for c in "+#") or prefix.strip("/") != prefix:
+            raise ConfigError(f"invalid discovery prefix {prefix!r}")
+        return cls(prefix)
+
     def config(self, component: str, node_id: str, object_id: str) -> str:
         for value, what in (
             (component, "component"),

@@ -14,6 +14,7 @@ from edge_app.dashboard.discovery import (
 )
 from edge_app.dashboard.service import Dashboard
 from edge_app.dashboard.store import HistoryStore
+from edge_app.errors import ConfigError
 from edge_app.messages.schemas import Heartbeat, encode
 from edge_app.messages.topics import DiscoveryTopics, Topics
 
@@ -200,3 +201,13 @@ def test_long_ids_stay_unique_and_within_limits(builder: DiscoveryBuilder) -> No
     b = builder.device("x" * 63 + "b", "worker")
     ids = {c.payload["unique_id"] for c in a + b}
     assert len(ids) == 6 and all(len(i) <= 64 for i in ids)
+
+
+@pytest.mark.parametrize("prefix", ["", "ha/+", "ha/#", "/ha", "ha/"])
+def test_invalid_discovery_prefix_is_a_config_error(prefix: str) -> None:
+    with pytest.raises(ConfigError, match="discovery prefix"):
+        DiscoveryTopics.for_prefix(prefix)
+
+
+def test_discovery_prefix_may_have_levels() -> None:
+    assert DiscoveryTopics.for_prefix("home/ha").birth == "home/ha/status"
