@@ -14,7 +14,7 @@ from typing import Any
 from edge_app.config import FleetConfig, add_fleet_args, fleet_config_from_args
 from edge_app.errors import ConfigError, EdgeAppError
 from edge_app.messages.schemas import DeviceStatus, Heartbeat, Metrics, Plan, decode
-from edge_app.messages.topics import check_id
+from edge_app.messages.topics import Kind, check_id
 from edge_app.scheduling.planner import PlanPolicy
 from edge_app.scheduling.snapshot import FleetSnapshot
 from edge_app.transport.base import Received
@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> None:
+    _register_scheduler(subparsers)
+    _register_status(subparsers)
+
+
+def _register_scheduler(subparsers: Any) -> None:
     sched = subparsers.add_parser(
         "scheduler",
         help="run the scheduler: turn heartbeats into the plan (one per fleet)",
@@ -48,6 +53,8 @@ def register(subparsers: Any) -> None:
     add_fleet_args(sched)
     sched.set_defaults(func=run_scheduler)
 
+
+def _register_status(subparsers: Any) -> None:
     status = subparsers.add_parser(
         "status",
         help="show the fleet: devices, roles, stages, plan epoch, rates and counters",
@@ -147,8 +154,9 @@ def collect(config: FleetConfig, wait_s: float) -> FleetSnapshot:
         return on_message
 
     transport = MqttTransport(config.broker, client_id=f"status-{secrets.token_hex(4)}")
-    for kind in ("status", "heartbeat", "metrics", "plan"):
-        transport.subscribe(topics.all(kind), handler(kind))  # type: ignore[arg-type]
+    kinds: tuple[Kind, ...] = ("status", "heartbeat", "metrics", "plan")
+    for kind in kinds:
+        transport.subscribe(topics.all(kind), handler(kind))
     transport.start()
     try:
         time.sleep(max(0.0, wait_s))
