@@ -173,19 +173,24 @@ class Dashboard:
             self.store.add_event(now, plan.scheduler, "plan", detail)
 
     def _camera_update(self, sensor: str, summary: dict[str, Any], now: float) -> None:
+        """Publish at once if the last update is a second old, else hold it for :meth:`tick`."""
         if now - self._camera_sent.get(sensor, 0.0) >= CAMERA_STATE_MIN_S:
-            self._camera_sent[sensor] = now
-            self._camera_dirty.pop(sensor, None)
-            self._publish(self.topics.camera(sensor), camera_state(summary), True)
+            self._send_camera(sensor, summary, now)
         else:
             self._camera_dirty[sensor] = summary
 
+    def _send_camera(self, sensor: str, summary: dict[str, Any], now: float) -> None:
+        self._camera_sent[sensor] = now
+        self._camera_dirty.pop(sensor, None)
+        self._publish(self.topics.camera(sensor), camera_state(summary), True)
+
     def tick(self, now: float | None = None) -> None:
+        """Once a second: state events, and the camera updates held since the last tick."""
         now = time.time() if now is None else now
         for event in self.state.tick(now):
             self._dispatch(event, now)
         for sensor, summary in list(self._camera_dirty.items()):
-            self._camera_update(sensor, summary, now + CAMERA_STATE_MIN_S)
+            self._send_camera(sensor, summary, now)
 
     def snapshot(self) -> dict[str, Any]:
         snap = self.state.snapshot(time.time())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import pytest
 
 from edge_app.dashboard.service import Dashboard
 from edge_app.dashboard.store import HistoryStore
-from edge_app.messages.topics import Topics
+from edge_app.messages.topics import DiscoveryTopics, Topics
 from edge_app.transport.base import Received
 from edge_app.transport.memory import MemoryBus
 
@@ -62,4 +63,35 @@ def test_runs_on_the_memory_bus(memory_bus: MemoryBus) -> None:
     assert b'"online"' in memory_bus.retained[T.status("dash1")]
     memory_bus.kill("dash1")
     assert b'"offline"' in memory_bus.retained[T.status("dash1")]
+    loop.close()
+
+
+def test_camera_state_at_most_once_a_second_and_the_latest_at_the_next_tick(
+    memory_bus: MemoryBus,
+) -> None:
+    """Home Assistant's retained camera/<sensor>: the first result at once, later ones within a
+    second are held, and the tick publishes the newest of them."""
+    loop = asyncio.new_event_loop()
+    dash = Dashboard(T, HistoryStore(":memory:"), device_id="dash1", discovery=DiscoveryTopics())
+    transport = memory_bus.connect("dash1")
+    dash.attach(transport, loop)
+    transport.start()
+    sent: list[str] = []
+    probe = memory_bus.connect("probe")
+    probe.subscribe(T.camera("cam1"), lambda m: sent.append(json.loads(m.payload)["action"]))
+    probe.start()
+
+    def result(seq: int, label: str, now: float) -> None:
+        dash.feed(T.result("cam1"), f.outcome("cam1", seq, label=label, done=now), now=now)
+
+    result(1, "waving", 100.0)
+    result(2, "jumping", 100.3)
+    result(3, "squatting", 100.6)
+    assert sent == ["waving"]
+    dash.tick(101.0)
+    assert sent == ["waving", "squatting"]
+    dash.tick(102.0)  # nothing new: nothing sent
+    assert sent == ["waving", "squatting"]
+    result(4, "walking", 103.5)
+    assert sent == ["waving", "squatting", "walking"]
     loop.close()
