@@ -15,6 +15,7 @@ exits 1 if any job was dropped or did not finish within ``--timeout``.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import queue
@@ -142,7 +143,7 @@ def read_items(card: ModelCard, path: Path) -> Iterator[Item]:
                 f"{path}: model {card.name} takes clips of {card.frames_per_clip} frames;"
                 " give a video or a .npy clip"
             )
-        source = ImageFolderSource(str(path))
+        source = ImageFolderSource(glob.escape(str(path)))  # the file, not a pattern
         source.open()
         frame = source.read()
         assert frame is not None

@@ -100,3 +100,13 @@ def test_unusable_inputs_say_why(tmp_path: Path) -> None:
     np.save(tmp_path / "short.npy", np.zeros((2, 24, 24, 3), np.uint8))
     with pytest.raises(SourceError, match="no whole clip"):
         list(read_items(ACTION_CARD, tmp_path / "short.npy"))
+
+
+def test_an_image_name_with_glob_characters_is_that_file(tmp_path: Path) -> None:
+    """``shot[1].png`` is the file of that name, not a pattern matching ``shot1.png``."""
+    rng = np.random.default_rng(2)
+    wanted, other = render_shape("star", 64, 64, rng), render_shape("ring", 64, 64, rng)
+    Image.fromarray(wanted).save(tmp_path / "shot[1].png")
+    Image.fromarray(other).save(tmp_path / "shot1.png")
+    (item,) = list(read_items(IMAGE_CARD, tmp_path / "shot[1].png"))
+    np.testing.assert_array_equal(item.tensor, Preprocessor(IMAGE_CARD).push(wanted))
