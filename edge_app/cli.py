@@ -39,13 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"edge_app.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"edge_app.commands.{name}":
-                raise
-            continue  # not built yet
-        module.register(sub)
+        importlib.import_module(f"edge_app.commands.{name}").register(sub)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 Uses the broker at ``--broker`` if one answers there, else starts the embedded broker (amqtt)
 on that local port (or a free one). Then starts, each as its own process: the scheduler, N
-workers, the dashboard (when this build has it) and a sensor streaming generated demo clips
+workers, the dashboard (unless ``--no-dashboard``) and a sensor streaming generated demo clips
 through the model. Prints what runs where, the URLs, and each process's log file; follows the
 results; Ctrl-C or SIGTERM stops every child (sensor first, broker last).
 
@@ -216,10 +216,7 @@ class Demo:
         print("Ctrl-C stops everything.\n", flush=True)
 
     def start_dashboard(self, env: dict[str, str], fleet: list[str]) -> str | None:
-        if (
-            self.args.no_dashboard
-            or importlib.util.find_spec("edge_app.commands.dashboard") is None
-        ):
+        if self.args.no_dashboard:
             return None
         port = self.args.dashboard_port
         if not port_free("127.0.0.1", port):
