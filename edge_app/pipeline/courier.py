@@ -305,7 +305,7 @@ class Courier:
         """Route a new job, or re-route ``resend`` (its own seats do not count against it)."""
         if self.plan is None:
             return NoRoute("no_route", "no plan yet")
-        inflight = self.table.inflight()
+        inflight = self.table.inflight(stage)
         if resend is not None:
             inflight = inflight - Counter(resend.receivers)
         elif self.table.full:

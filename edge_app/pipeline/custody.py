@@ -61,7 +61,10 @@ class CustodyTable:
 
     capacity: int = 1024
     _entries: dict[CustodyKey, Entry] = field(default_factory=dict)
-    _inflight: Counter[str] = field(default_factory=Counter)
+    # per (receiver, stage): windows are per stage, or a job held across consecutive sharded
+    # stages (a fan-out waits for the next fan-out) could fill a receiver's window and wait on
+    # itself
+    _inflight: Counter[tuple[str, int]] = field(default_factory=Counter)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -76,15 +79,24 @@ class CustodyTable:
     def full(self) -> bool:
         return len(self._entries) >= self.capacity
 
-    def inflight(self) -> Counter[str]:
-        return self._inflight
+    def inflight(self, stage: int) -> Counter[str]:
+        """Envelopes held per receiver for ``stage``."""
+        return Counter({d: n for (d, st), n in self._inflight.items() if st == stage and n > 0})
+
+    def _count(self, entry: Entry, receivers: frozenset[str], sign: int) -> None:
+        keys = [(d, entry.header.stage) for d in receivers]
+        if sign > 0:
+            self._inflight.update(keys)
+        else:
+            self._inflight.subtract(keys)
+            self._inflight += Counter()  # drop zero counts
 
     def add(self, entry: Entry) -> bool:
         """Hold ``entry``; False when the table is full or already holds that key."""
         if self.full or entry.key in self._entries:
             return False
         self._entries[entry.key] = entry
-        self._inflight.update(entry.receivers)
+        self._count(entry, entry.receivers, +1)
         return True
 
     def get(self, key: CustodyKey) -> Entry | None:
@@ -93,8 +105,7 @@ class CustodyTable:
     def remove(self, key: CustodyKey) -> Entry | None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self._inflight.subtract(entry.receivers)
-            self._inflight += Counter()  # drop zero counts
+            self._count(entry, entry.receivers, -1)
         return entry
 
     def release(self, ack: Ack) -> Entry | None:
@@ -110,11 +121,10 @@ class CustodyTable:
         now: float,
     ) -> None:
         """Record that ``entry`` went out again (new attempt, maybe new receivers)."""
-        self._inflight.subtract(entry.receivers)
-        self._inflight += Counter()
+        self._count(entry, entry.receivers, -1)
         entry.header, entry.receivers, entry.route = header, receivers, route
         entry.sent_at, entry.sends = now, entry.sends + 1
-        self._inflight.update(receivers)
+        self._count(entry, receivers, +1)
 
     def due(
         self,

@@ -208,6 +208,7 @@ class Engine:
         """Run stage ``h.stage`` here while we hold it, then pass the job on (or finish it)."""
         transfer, wait = hop
         trace = list(h.trace)
+        quant: tuple[float, int] | None = None  # of the last output computed here
         stage = h.stage
         while True:
             if time.time() > h.deadline:
@@ -215,12 +216,14 @@ class Engine:
                 return
             plan = self.plan()
             if plan is not None and stage >= len(plan.stages):
-                self._result(replace(h, stage=stage, trace=tuple(trace)), tensors, plan, upstream)
+                moved = replace(h, stage=stage, trace=tuple(trace))
+                self._result(moved, tensors, plan, upstream, quant)
                 return
             slot = self.cache.get((stage, None), wait_s=self._wait_budget(h) if first else 0.0)
             if slot is None or slot.fn is None:
                 break
             tensors, compute = self._compute((stage, None), slot.fn, tensors)
+            quant = getattr(slot.fn, "output_quant", (None,))[0]
             trace.append((stage, None, self.device, wait, compute, transfer))
             wait = transfer = 0.0
             stage, first = stage + 1, False
@@ -228,11 +231,20 @@ class Engine:
         self.courier.forward(moved, tensors, upstream)  # completed when acked, or dropped
 
     def _result(
-        self, h: Header, tensors: Tensors, plan: Plan, upstream: tuple[UpstreamAck, ...]
+        self,
+        h: Header,
+        tensors: Tensors,
+        plan: Plan,
+        upstream: tuple[UpstreamAck, ...],
+        quant: tuple[float, int] | None,
     ) -> None:
+        """Publish the job's result; ``output`` carries the raw values (exact, also int8)."""
         values = np.asarray(tensors[0][1], dtype=np.float64).reshape(-1)
-        order = np.argsort(-values, kind="stable")[:5]
-        topk = [TopK(label=self._label(int(i)), score=float(values[i])) for i in order]
+        scores = values
+        if quant is not None and quant[0] > 0:  # a quantized output: scores as real numbers
+            scores = (values - quant[1]) * quant[0]
+        order = np.argsort(-scores, kind="stable")[:5]
+        topk = [TopK(label=self._label(int(i)), score=float(scores[i])) for i in order]
         now = time.time()
         outcome = JobOutcome(
             job=h.job,

@@ -99,6 +99,8 @@ class RunnerStage:
         if len(self.runner.outputs) != len(stage.outputs):
             raise ModelError(f"stage {stage.index}: model has {len(self.runner.outputs)} outputs")
         self._lock = threading.Lock()  # one interpreter runs one job at a time
+        # (scale, zero point) of each output; scale 0 for float outputs
+        self.output_quant = tuple((o.scale, o.zero_point) for o in self.runner.outputs)
 
     def _ordered(self, tensors: Tensors) -> list[np.ndarray[Any, Any]]:
         given = dict(tensors)

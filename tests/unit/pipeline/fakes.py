@@ -202,7 +202,7 @@ class Source:
             else:
                 self.outcomes[out.job] = out
 
-    def send(self, seq: int, x: np.ndarray, deadline_s: float = 30.0) -> str:
+    def send(self, seq: int, x: np.ndarray, deadline_s: float = 30.0, name: str = "x") -> str:
         job = f"{self.sensor}-{seq}-{uuid.uuid4().hex[:6]}"
         now = time.time()
         header = Header(
@@ -217,7 +217,7 @@ class Source:
             sender="source",
         )
         self.inputs[job] = x
-        reason = self.courier.forward(header, (("x", x),))
+        reason = self.courier.forward(header, ((name, x),))
         assert reason is None, reason
         return job
 
