@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 from edge_app.config import BrokerConfig
 from edge_app.errors import ConfigError, TransportError
 from edge_app.messages.codec import Envelope, Header, decode_envelope, encode_envelope
+from edge_app.roles.supervisor import free_port, wait_port
 
 SIZES = {"10K": 10 * 1024, "100K": 100 * 1024, "1M": 1024 * 1024, "10M": 10 * 1024 * 1024}
 
@@ -162,29 +162,10 @@ def time_transit(broker: BrokerConfig, payload: bytes, repeats: int) -> list[flo
     return times
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise TransportError(f"broker process exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TransportError(f"broker did not listen on {port}")
-
-
 @contextmanager
 def private_broker(kind: str) -> Iterator[BrokerConfig]:
     """A Mosquitto or embedded amqtt broker on a free port for the benchmark's lifetime."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "mosquitto":
             binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -203,7 +184,12 @@ def private_broker(kind: str) -> Iterator[BrokerConfig]:
             raise ConfigError(f"unknown broker kind {kind!r}: mosquitto or amqtt")
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait_port(port, proc)
+            if not wait_port(proc, "127.0.0.1", port, timeout=15.0):
+                exited = proc.poll()
+                raise TransportError(
+                    f"broker did not listen on {port}"
+                    + ("" if exited is None else f": its process exited with {exited}")
+                )
             yield BrokerConfig(url=f"mqtt://127.0.0.1:{port}")
         finally:
             proc.terminate()

@@ -12,19 +12,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_app.bench.codec import private_broker
 from edge_app.config import BrokerConfig
 from edge_app.errors import ConfigError
+from edge_app.roles.supervisor import free_port, wait_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = (
@@ -40,47 +40,11 @@ CHROMIUM_ARGS = (
 START_TIMEOUT_S = 20.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def launch_chromium(playwright: Any) -> Any:
     """Debian's Chromium, never a downloaded browser."""
     if not Path(CHROMIUM).exists():
         raise ConfigError(f"{CHROMIUM} not found: install Debian's chromium package")
     return playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
-
-
-@contextlib.contextmanager
-def private_mosquitto() -> Iterator[BrokerConfig]:
-    """A throw-away Mosquitto on a free loopback port."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        raise ConfigError("mosquitto not found: install it or pass --broker")
-    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
-        port = free_port()
-        conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-        proc = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            _wait_port(port, 10.0)
-            yield BrokerConfig(url=f"mqtt://127.0.0.1:{port}")
-        finally:
-            proc.terminate()
-            proc.wait(10)
-
-
-def _wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise ConfigError(f"nothing listens on 127.0.0.1:{port}")
 
 
 class DashboardProcess:
@@ -116,17 +80,11 @@ class DashboardProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise ConfigError(f"the dashboard exited: {err.strip()[-800:]}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
-                return
-            time.sleep(0.05)
+        if wait_port(self.proc, "127.0.0.1", self.port, START_TIMEOUT_S):
+            return
+        if self.proc.poll() is not None:
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise ConfigError(f"the dashboard exited: {err.strip()[-800:]}")
         self.stop()
         raise ConfigError("the dashboard did not start listening")
 
@@ -252,7 +210,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         broker = (
             BrokerConfig(url=args.broker)
             if args.broker
-            else stack.enter_context(private_mosquitto())
+            else stack.enter_context(private_broker("mosquitto"))
         )
         result = run_bench(broker, args.rate, args.seconds)
     sys.stdout.write(json.dumps(asdict(result), indent=2) + "\n" if args.json else report(result))

@@ -28,7 +28,7 @@ from typing import Any
 from edge_app.config import BrokerConfig, FleetConfig, add_fleet_args, fleet_config_from_args
 from edge_app.errors import ConfigError, EdgeAppError, ModelError, TransportError
 from edge_app.messages.schemas import JobOutcome
-from edge_app.roles.supervisor import Child, ChildSet
+from edge_app.roles.supervisor import Child, ChildSet, free_port, port_open
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEMO_MODEL, FALLBACK_MODEL = "actions", "shapes"
@@ -59,20 +59,6 @@ def register(subparsers: Any) -> None:
 
 
 # --- choosing things ---------------------------------------------------------------------------
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def port_free(host: str, port: int) -> bool:

@@ -31,6 +31,34 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(proc: subprocess.Popen[bytes], host: str, port: int, timeout: float) -> bool:
+    """Wait until ``port`` accepts connections; False if ``proc`` exited or time ran out."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        if port_open(host, port, timeout=0.2):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 @dataclass
 class Child:
     role: str  # broker, scheduler, worker, dashboard, sensor
@@ -83,16 +111,7 @@ class ChildSet:
 
     def wait_port(self, child: Child, host: str, port: int, timeout: float) -> bool:
         """Wait until ``port`` accepts connections, False if the child died or time ran out."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if child.proc is None or child.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection((host, port), timeout=0.2):
-                    return True
-            except OSError:
-                time.sleep(0.05)
-        return False
+        return child.proc is not None and wait_port(child.proc, host, port, timeout)
 
     def table(self) -> list[str]:
         return [
