@@ -12,12 +12,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edge_app.errors import InterpreterError
+
+if TYPE_CHECKING:
+    from edge_app.inference.graph import Model
 
 try:  # Raspberry Pi OS Bookworm, Python 3.11, numpy < 2
     from tflite_runtime import interpreter as _tfl
@@ -74,12 +77,12 @@ class Runner:
         self, model: bytes | Path, num_threads: int = 1, preserve_all_tensors: bool = False
     ) -> None:
         content = _load_bytes(model)
-        _precheck(content)
+        graph = _precheck(content)
         resolver = _tfl.OpResolverType.AUTO
         n_outputs: int | None = None
         if preserve_all_tensors:
             resolver = _tfl.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            content, n_outputs = _expose_intermediates(content)
+            content, n_outputs = _expose_intermediates(graph)
         try:
             self._interp = _tfl.Interpreter(
                 model_content=content,
@@ -178,30 +181,26 @@ def _load_bytes(model: bytes | Path) -> bytes:
         raise InterpreterError(f"cannot read model {path}: {exc}") from exc
 
 
-def _precheck(content: bytes) -> None:
+def _precheck(content: bytes) -> Model:
     """Parses the model with our own reader first: the runtimes crash on some malformed files."""
     from edge_app.errors import GraphError
     from edge_app.inference.graph_io import read_model
 
     try:
-        read_model(content)
+        return read_model(content)
     except GraphError as exc:
         raise InterpreterError(f"not a loadable model: {exc}") from exc
 
 
-def _expose_intermediates(content: bytes) -> tuple[bytes, int]:
+def _expose_intermediates(model: Model) -> tuple[bytes, int]:
     """The model with every operator output also a graph output; (bytes, original output count).
 
     preserve_all_tensors alone is not enough: tflite-runtime 2.14 still runs some ops (ADD) in
     place over an input that has no other reader, which destroys that input's values.
+    ``model`` (freshly read, not shared) is changed in place.
     """
-    from edge_app.errors import GraphError
-    from edge_app.inference.graph_io import read_model, write_model
+    from edge_app.inference.graph_io import write_model
 
-    try:
-        model = read_model(content)
-    except GraphError as exc:
-        raise InterpreterError(f"{_RUNTIME} cannot load the model: {exc}") from exc
     sub = model.main
     produced = [i for op in sub.operators for i in op.outputs if i >= 0]
     n_outputs = len(sub.outputs)
