@@ -97,13 +97,6 @@ class Worker:
         self._plan_changed = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._beats = HeartbeatBuilder(
-            device_id,
-            config.heartbeat_s,
-            queue_limit,
-            options.hardware or (lambda: hardware(options.emulate)),
-            options.speed,
-        )
 
     def _build(
         self, name: str, loader: Loader, labels: Sequence[str], compute_hook: ComputeHook | None
@@ -128,6 +121,13 @@ class Worker:
             model_name=name,
             output_limit=options.output_limit,
             compute_hook=compute_hook,
+        )
+        self._beats = HeartbeatBuilder(
+            device_id,
+            self.config.heartbeat_s,
+            self.queue_limit,
+            options.hardware or (lambda: hardware(options.emulate)),
+            options.speed,
         )
         self.intake = Intake(
             device_id,
