@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
-import tempfile
 from pathlib import Path
 
 from edge_app.errors import ConfigError, ModelError
-from edge_app.inference.graph import Model
+from edge_app.inference.graph import Model, Subgraph
 from edge_app.inference.layers import LayerInfo, profile_model
 
 
@@ -62,13 +59,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _model_bytes(ref: str) -> tuple[Path, bytes]:
     """A model file's path and bytes (a name known to the catalog works too, once it exists)."""
+    from edge_app.inference.catalog import resolve_model
+
     path = Path(ref)
     if not path.exists():
-        try:
-            catalog = importlib.import_module("edge_app.inference.catalog")
-        except ModuleNotFoundError:
-            raise ModelError(f"no such model file: {ref}") from None
-        path = catalog.resolve_model(ref)[1]
+        path = resolve_model(ref)[1]
     try:
         return path, path.read_bytes()
     except OSError as exc:
@@ -103,6 +98,10 @@ def _layer_row(info: LayerInfo) -> str:
     )
 
 
+def _tensor_list(sub: Subgraph, indices: list[int]) -> str:
+    return "; ".join(f"{t.name} {t.shape} {t.dtype}" for t in (sub.tensors[i] for i in indices))
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from edge_app.inference.cutpoints import cut_points
 
@@ -110,13 +109,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     sub = model.main
     infos = profile_model(model)
     print(f"{path}: {len(data)} bytes, {len(infos)} operators")
-    ins = [
-        f"{sub.tensors[t].name} {sub.tensors[t].shape} {sub.tensors[t].dtype}" for t in sub.inputs
-    ]
-    outs = [
-        f"{sub.tensors[t].name} {sub.tensors[t].shape} {sub.tensors[t].dtype}" for t in sub.outputs
-    ]
-    print(f"inputs:  {'; '.join(ins)}\noutputs: {'; '.join(outs)}")
+    print(f"inputs:  {_tensor_list(sub, sub.inputs)}\noutputs: {_tensor_list(sub, sub.outputs)}")
     print(f"{'#':>4} {'op':<20} {'output':<18}" + "".join(f" {h:>8}" for h in _HEADS) + "  name")
     for info in infos:
         print(_layer_row(info))
@@ -173,14 +166,6 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out} already exists")
     data = zoo.build(args.name, small=args.small, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    zoo.write_model_file(out, data)
     print(f"wrote {out} ({len(data)} bytes)")
     return 0

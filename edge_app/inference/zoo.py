@@ -205,15 +205,21 @@ def cached_build(name: str, small: bool = False) -> Path:
     data = build(name, small)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".building-", suffix=".tflite")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)  # atomic: never a half-written model in the cache
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_model_file(path, data)
     except OSError as exc:
         raise ModelError(f"cannot write zoo model to cache {folder}: {exc}") from exc
     return path
+
+
+def write_model_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a temporary file beside it, then a rename):
+    readers see no file or the whole model, never a half-written one. OSError on failure."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
