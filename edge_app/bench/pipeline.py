@@ -1,0 +1,297 @@
+"""`edge-app bench pipeline`: the distributed pipeline against the whole model, the per-hop cost,
+and failover, measured in one run (issue 3).
+
+1. **Throughput** (full-size AlexNet; ``--quick``: the small one): steady-state jobs/s of
+   - the whole model in one process (a spawned process kept for the whole run, one Runner),
+   - the pipeline on 1 worker process (all default stages on it; every hop through the broker),
+   - the pipeline on 2 worker processes (conv replicas, FC stage(s) sharded 2 ways),
+   same interpreter thread count everywhere. Measured in ``--rounds`` interleaved rounds (the
+   order rotates each round); the pipeline keeps ``--in-flight`` jobs outstanding end to end so
+   the workers never wait; the rate is taken between the completions of job ``warmup`` and job
+   ``warmup + jobs``. Reported: medians and ranges of the rates and of the per-round ratios.
+2. **Per-hop cost**: :func:`edge_app.bench.codec.run_codec_bench` on Mosquitto and amqtt.
+3. **Failover**: :mod:`edge_app.bench.failover` (definitions of "steady" there).
+
+A private Mosquitto is started for 1 and 3 (:func:`edge_app.bench.codec.private_broker`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import logging
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_app.errors import ConfigError, TransportError
+
+log = logging.getLogger(__name__)
+
+_RUNNERS: dict[tuple[str, int], Any] = {}
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "alexnet"
+    failover_model: str = "shapes"
+    threads: int = 1
+    rounds: int = 9
+    jobs: int = 30
+    warmup: int = 5
+    in_flight: int = 4
+    shards: dict[int, int] = field(default_factory=lambda: {1: 2})
+    kills: int = 5
+    rate: float = 20.0
+    codec_repeats: int = 20
+    parts: tuple[str, ...] = ("throughput", "codec", "failover")
+
+
+QUICK = Settings(model="alexnet:small", rounds=3, jobs=150, warmup=20, kills=3, codec_repeats=8)
+
+
+@dataclass(frozen=True)
+class Series:
+    values: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+    @property
+    def range(self) -> tuple[float, float]:
+        return (min(self.values), max(self.values)) if self.values else (float("nan"),) * 2
+
+
+@dataclass(frozen=True)
+class ThroughputResult:
+    model: str
+    threads: int
+    rounds: int
+    jobs: int
+    in_flight: int
+    whole: Series
+    pipelines: dict[str, Series]  # "1 worker", "2 workers" -> jobs/s per round
+    ratios: dict[str, Series]  # pipeline / whole per round
+    plans: dict[str, str]
+    dropped: int
+
+
+# --- the whole model in one process ----------------------------------------------------------
+
+
+def whole_model_input(path: str, threads: int) -> tuple[tuple[int, ...], str]:
+    runner = _runner(path, threads)
+    spec = runner.inputs[0]
+    return tuple(spec.shape), str(np.dtype(spec.dtype))
+
+
+def whole_model_rate(path: str, threads: int, jobs: int, warmup: int) -> float:
+    """Jobs/s of back-to-back runs of the whole model (runs in the reference process)."""
+    runner = _runner(path, threads)
+    shape, dtype = whole_model_input(path, threads)
+    x = sample_input(shape, dtype)
+    for _ in range(warmup):
+        runner.run(x)
+    start = time.perf_counter()
+    for _ in range(jobs):
+        runner.run(x)
+    return jobs / (time.perf_counter() - start)
+
+
+def _runner(path: str, threads: int) -> Any:
+    from edge_app.inference.interpreter import Runner
+
+    key = (path, threads)
+    if key not in _RUNNERS:
+        _RUNNERS[key] = Runner(Path(path), num_threads=threads)
+    return _RUNNERS[key]
+
+
+def sample_input(shape: Sequence[int], dtype: str) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform(-1, 1, tuple(shape)).astype(dtype)
+
+
+@contextmanager
+def reference_process() -> Iterator[concurrent.futures.ProcessPoolExecutor]:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        yield pool
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+
+def pipeline_rate(
+    fleet: Any, x: np.ndarray, *, jobs: int, warmup: int, in_flight: int, timeout: float = 120.0
+) -> tuple[float, int]:
+    """(jobs/s between completions ``warmup`` and ``warmup + jobs``, dropped) with ``in_flight``
+    jobs outstanding end to end (``in_flight`` more are sent after, so the measured part is
+    never a drain)."""
+    sink = fleet.sink
+    base, first = sink.total, len(fleet.arrivals)
+    total = warmup + jobs + in_flight
+    for submitted in range(total):
+        if not sink.wait_total(base + submitted - in_flight + 1, timeout):
+            raise TransportError(f"pipeline stalled: {sink.counts()}")
+        fleet.submit(x)
+    if not sink.wait_total(base + total, timeout):
+        raise TransportError(f"pipeline did not finish: {sink.counts()}")
+    got = fleet.outcomes_since(first)
+    dropped = sum(1 for a in got if a.outcome.status != "ok")
+    span = got[warmup + jobs].ts - got[warmup].ts
+    return jobs / span, dropped
+
+
+def run_throughput(s: Settings, workdir: Path, broker: Any) -> ThroughputResult:
+    from edge_app.bench.fleet_runner import BenchFleet, plan_summary, spread_over
+    from edge_app.inference.catalog import resolve_model
+
+    _, path = resolve_model(s.model)
+    configs = {"1 worker": (1, {}), "2 workers": (2, s.shards)}
+    rates: dict[str, list[float]] = {"whole": [], **{k: [] for k in configs}}
+    plans: dict[str, str] = {}
+    dropped = 0
+    with ExitStack() as stack, reference_process() as ref:
+        shape, dtype = ref.submit(whole_model_input, str(path), s.threads).result()
+        x = sample_input(shape, dtype)
+        fleets = {}
+        for i, (name, (n, shards)) in enumerate(configs.items()):
+            fleet = BenchFleet(broker, f"tput{i}", s.model, workdir, threads=s.threads,
+                               shards=shards, max_in_flight=2 * s.in_flight)  # fmt: skip
+            stack.enter_context(fleet)
+            for w in range(n):
+                fleet.spawn(f"t{i}w{w}")
+            fleets[name] = fleet
+        for name, fleet in fleets.items():
+            plans[name] = plan_summary(
+                fleet.wait_ready(spread_over(configs[name][0], configs[name][1]), timeout=180)
+            )
+            log.info("%s ready: %s", name, plans[name])
+        order = ["whole", *fleets]
+        for r in range(s.rounds):
+            for name in order[r % len(order) :] + order[: r % len(order)]:
+                if name == "whole":
+                    job = ref.submit(whole_model_rate, str(path), s.threads, s.jobs, s.warmup)
+                    rates[name].append(job.result())
+                    log.info("round %d whole: %.2f jobs/s", r, rates[name][-1])
+                    continue
+                k = configs[name][0]
+                rate, lost = pipeline_rate(
+                    fleets[name], x, jobs=s.jobs, warmup=s.warmup, in_flight=s.in_flight * k
+                )
+                rates[name].append(rate)
+                dropped += lost
+                log.info("round %d %s: %.2f jobs/s, %d dropped", r, name, rate, lost)
+    ratios = {
+        k: Series([p / w for p, w in zip(rates[k], rates["whole"], strict=True)]) for k in configs
+    }
+    return ThroughputResult(
+        model=s.model,
+        threads=s.threads,
+        rounds=s.rounds,
+        jobs=s.jobs,
+        in_flight=s.in_flight,
+        whole=Series(rates["whole"]),
+        pipelines={k: Series(rates[k]) for k in configs},
+        ratios=ratios,
+        plans=plans,
+        dropped=dropped,
+    )
+
+
+def run_failover_part(s: Settings, workdir: Path, broker: Any) -> Any:
+    from edge_app.bench.failover import run_failover
+    from edge_app.bench.fleet_runner import BenchFleet
+    from edge_app.inference.interpreter import Runner
+
+    fleet = BenchFleet(broker, "failover", s.failover_model, workdir, shards={1: 2},
+                       deadline_s=15.0, max_in_flight=64)  # fmt: skip
+    spec = Runner(Path(fleet.model_path)).inputs[0]
+    rng = np.random.default_rng(5)
+    inputs = [rng.uniform(-1, 1, spec.shape).astype(spec.dtype) for _ in range(64)]
+    with fleet:
+        return run_failover(fleet, inputs, kills=s.kills, rate=s.rate, progress=_progress)
+
+
+def _progress(kill: Any) -> None:
+    sys.stderr.write(
+        f"kill -9 {kill.victim} ({kill.seat}): recovery {kill.recovery_s:.2f} s "
+        f"(throughput {kill.throughput_recovery_s:.2f}, latency {kill.latency_recovery_s:.2f}), "
+        f"vanished {kill.vanished}, dropped {kill.dropped} of {kill.jobs}\n"
+    )
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "pipeline", help="pipeline vs whole model, per-hop cost, failover (issue 3)"
+    )
+    p.add_argument("--quick", action="store_true", help="small models, fewer jobs (~2 min)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads, both sides (1)")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (9; quick 3)")
+    p.add_argument("--jobs", type=int, default=None, help="timed jobs per round (30; quick 150)")
+    p.add_argument("--kills", type=int, default=None, help="kill -9 trials (5; quick 3)")
+    p.add_argument("--parts", default="throughput,codec,failover", help="which parts to run")
+    p.add_argument("--model", default=None, help="throughput model (alexnet; quick alexnet:small)")
+    p.add_argument("--log-dir", default=None, help="keep the worker logs in this folder")
+    p.set_defaults(func=cmd_pipeline)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    base = QUICK if args.quick else Settings()
+    parts = tuple(x.strip() for x in str(args.parts).split(",") if x.strip())
+    unknown = set(parts) - {"throughput", "codec", "failover"}
+    if unknown or not parts:
+        raise ConfigError(f"--parts: unknown {sorted(unknown)}; use throughput,codec,failover")
+    over = {"rounds": args.rounds, "jobs": args.jobs, "kills": args.kills, "model": args.model}
+    values = {**asdict(base), **{k: v for k, v in over.items() if v is not None}}
+    values.update(threads=args.threads, parts=parts)
+    s = Settings(**values)
+    if min(s.threads, s.rounds, s.jobs, s.kills) < 1:
+        raise ConfigError("--threads, --rounds, --jobs and --kills must be at least 1")
+    return s
+
+
+def run_all(s: Settings, log_dir: str | None = None) -> dict[str, Any]:
+    from edge_app.bench.codec import SIZES, private_broker, run_codec_bench
+
+    out: dict[str, Any] = {"settings": asdict(s)}
+    with tempfile.TemporaryDirectory(prefix="edge-bench-pipeline-") as scratch:
+        tmp = log_dir or scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
+        if "throughput" in s.parts or "failover" in s.parts:
+            with private_broker("mosquitto") as broker:
+                if "throughput" in s.parts:
+                    out["throughput"] = run_throughput(s, Path(tmp), broker)
+                if "failover" in s.parts:
+                    out["failover"] = run_failover_part(s, Path(tmp), broker)
+        if "codec" in s.parts:
+            out["codec"] = run_codec_bench(list(SIZES), ["mosquitto", "amqtt"], s.codec_repeats)
+    return out
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from edge_app.bench.pipeline_report import format_report, to_json
+
+    settings = settings_from_args(args)
+    started = time.monotonic()
+    results = run_all(settings, args.log_dir)
+    results["elapsed_s"] = time.monotonic() - started
+    print(json.dumps(to_json(results), indent=1) if args.json else format_report(results))
+    failover = results.get("failover")
+    return 1 if failover is not None and failover.vanished else 0
