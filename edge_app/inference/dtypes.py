@@ -55,11 +55,6 @@ def to_tflite(dtype: np.dtype[Any] | type) -> int:
         raise GraphError(f"no TFLite tensor type for numpy dtype {dt}") from None
 
 
-def type_name(tensor_type: int) -> str:
-    """E.g. ``FLOAT32`` for 0."""
-    return str(_TYPE_NAMES.get(tensor_type, f"TYPE_{tensor_type}"))
-
-
 ACTIVATIONS: dict[str | None, int] = {
     None: tflite.ActivationFunctionType.NONE,
     "relu": tflite.ActivationFunctionType.RELU,

@@ -148,10 +148,6 @@ class Scheduler:
             return self._plan
 
     @property
-    def plans_published(self) -> int:
-        return self._published
-
-    @property
     def errors(self) -> int:
         return self._errors
 

@@ -57,19 +57,6 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
-def to_rgb(image: np.ndarray, what: str) -> np.ndarray:
-    """Normalize a decoded image to (H, W, 3) uint8 RGB, or raise SourceError saying why."""
-    if image.dtype != np.uint8:
-        raise SourceError(f"{what}: pixels are {image.dtype}, expected 8-bit")
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[:, :, :3])
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    raise SourceError(f"{what}: unsupported image shape {image.shape}")
-
-
 @dataclass
 class ImageFolderSource:
     """Still images from a folder or a glob, each read once, in sorted name order."""
