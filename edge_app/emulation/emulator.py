@@ -107,11 +107,13 @@ class Emulator:
             time.sleep(-late)
         elif late > OVERRUN_SLACK_S and (n in (1, 10, 100) or n % 1000 == 0):
             log.warning(
-                "%s: seat %s took %.3f s on the host, more than the emulated %.3f s (%d overruns)",
+                "%s: seat %s ended %.1f ms later than on the emulated device (host compute "
+                "%.1f ms, emulated %.1f ms; %d overruns so far)",
                 self.device,
                 key,
-                seconds,
-                target,
+                late * 1e3,
+                seconds * 1e3,
+                target * 1e3,
                 n,
             )
 

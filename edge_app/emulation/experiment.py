@@ -48,6 +48,7 @@ class Row:
     dropped: int
     overruns: int
     jobs_padded: int
+    resent: int
     epochs: tuple[int, int]
     wall_s: float
     plan: list[str] = field(default_factory=list)
@@ -129,6 +130,7 @@ def run_config(
         dropped=run.dropped,
         overruns=run.overruns,
         jobs_padded=run.jobs_padded,
+        resent=run.resent,
         epochs=run.epochs,
         wall_s=run.wall_s,
         plan=describe(run.plan),

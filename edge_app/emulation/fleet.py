@@ -26,6 +26,7 @@ from edge_app.emulation.surrogate import timing_profile
 from edge_app.emulation.workload import Workload
 from edge_app.errors import ConfigError
 from edge_app.messages.schemas import JobOutcome, Plan, encode
+from edge_app.pipeline.courier import Courier
 from edge_app.pipeline.jobs import JobPublisher, PublisherOptions
 from edge_app.roles.scheduler import Scheduler, SchedulerOptions
 from edge_app.roles.sink import OutcomeSink
@@ -51,6 +52,7 @@ class EmulatedRun:
     plan: Plan
     epochs: tuple[int, int]  # plan epoch at the start and at the end of the measurement
     wall_s: float
+    resent: int = 0  # re-sends by the couriers (ack timeouts) since the fleet started
     utilization: dict[str, float] = field(default_factory=dict)  # emulated busy fraction
     power_w: float = 0.0  # the fleet's modeled power at that utilization
     energy_j: float = 0.0  # per inference, in device time (power x 1 / device-time rate)
@@ -72,6 +74,9 @@ class FleetSpec:
     # is a large part of a short emulated stage and would skew measured-time re-plans.
     refresh_s: float = 1e6
     fixed_plan: Plan | None = None  # publish this plan instead of running the scheduler
+    # The couriers' adaptive ack timeout (floor 2 s) fires spuriously when acks wait for whole
+    # Pi-speed fan-out steps: False raises its floor to the run's patience (no re-sends).
+    adaptive_acks: bool = False
 
 
 Connect = Callable[[str], Transport]
@@ -138,6 +143,7 @@ class EmulatedFleet:
                 model_name=spec.real.name,
             )
             emu.bind(d.id, worker.current_plan)
+            self._ack_floor(worker.courier)
             worker.start()
             self.workers.append(worker)
             self.emulators.append(emu)
@@ -180,6 +186,7 @@ class EmulatedFleet:
                 max_in_flight=limit, window=spec.window, ack_timeout_s=self.patience
             ),
         )
+        self._ack_floor(self.publisher.courier)
         self.publisher.attach()
         self._extra.append(sensor_t)
         sensor_t.start()
@@ -187,6 +194,10 @@ class EmulatedFleet:
         self.sink = OutcomeSink(self.connect("sink"), self.config.topics, on_outcome=self._got)
         self.sink.transport.start()
         self.sink.attach()
+
+    def _ack_floor(self, courier: Courier) -> None:
+        if not self.spec.adaptive_acks:
+            courier.config = dataclasses.replace(courier.config, min_ack_timeout_s=self.patience)
 
     def _got(self, outcome: JobOutcome) -> None:
         with self._cond:
@@ -242,8 +253,10 @@ class EmulatedFleet:
         lat = sorted(o.latency_s for o in ok)
         final = self.current_plan() or plan
         rate = completion_rate([o.done_ts for o in ok])
+        resent = sum(w.accounting.resent for w in self.workers)
         return EmulatedRun(
             throughput=rate,
+            resent=resent + self.publisher.accounting.resent,
             utilization=util,
             power_w=power,
             energy_j=power / (rate / self.spec.time_scale) if rate > 0 else float("inf"),
