@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from edge_app import __version__
 from edge_app.config import FleetConfig
-from edge_app.errors import EdgeAppError, SourceError
+from edge_app.errors import ConfigError, EdgeAppError, SourceError
 from edge_app.inference.card import ModelCard
 from edge_app.messages.schemas import (
     DeviceState,
@@ -49,6 +49,13 @@ class SensorOptions:
     thumbnail_s: float = 1.0
     realtime: bool = True  # pace file sources at their frame rate
     spans: int = 1024  # job -> frame span records kept for reporting
+
+    def __post_init__(self) -> None:
+        # no room in the window: a file source would wait for room forever
+        if self.max_in_flight < 1:
+            raise ConfigError(f"jobs in flight must be at least 1, not {self.max_in_flight}")
+        if self.deadline_s is not None and not self.deadline_s > 0:
+            raise ConfigError(f"the job deadline must be positive, not {self.deadline_s}")
 
 
 @dataclass(frozen=True)

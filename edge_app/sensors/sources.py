@@ -166,6 +166,19 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _parse_rate(text: str) -> float:
+    try:
+        return _check_rate(float(text))
+    except ValueError:
+        raise ConfigError(f"bad frame rate {text!r}: expected frames per second") from None
+
+
+def _check_rate(fps: float) -> float:
+    if not 0 < fps <= 1000:  # also refuses NaN
+        raise ConfigError(f"frame rate {fps:g} out of range (0, 1000] frames per second")
+    return fps
+
+
 @dataclass
 class PatternSource:
     """Generated frames (see ``sensors.patterns``), paced at ``fps``: no camera or file needed."""
@@ -213,13 +226,15 @@ class PatternSource:
 
 def open_source(spec: str, *, loop: bool = False, rate: float | None = None) -> FrameSource:
     """Build (not yet open) the source named by a ``--source`` spec string."""
+    if rate is not None:
+        _check_rate(rate)
     kind, _, arg = spec.partition(":")
     if kind == "picamera2":
         from edge_app.sensors.camera import Picamera2Source
 
         size, _, fps = arg.partition("@")
         w, h = parse_size(size) if size else (640, 480)
-        return Picamera2Source(width=w, height=h, fps=float(fps) if fps else rate or 30.0)
+        return Picamera2Source(width=w, height=h, fps=_parse_rate(fps) if fps else rate or 30.0)
     if kind == "video" and arg:
         return VideoSource(arg, loop=loop, rate=rate)
     if kind == "webcam":

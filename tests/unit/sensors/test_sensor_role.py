@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from edge_app.config import FleetConfig
+from edge_app.errors import ConfigError
 from edge_app.inference.catalog import resolve_model
 from edge_app.messages.schemas import ErrorReport, Heartbeat, decode
 from edge_app.roles.sensor import Sensor, SensorOptions
@@ -110,3 +111,12 @@ def test_a_full_window_skips_frames_and_thumbnails_are_rate_limited(bus: MemoryB
     bus.flush()
     thumbs = rec.of("thumb")
     assert 1 <= len(thumbs) <= 2 and thumbs[0].payload[:2] == b"\xff\xd8"  # JPEG
+
+
+@pytest.mark.parametrize(
+    "options", [{"max_in_flight": 0}, {"deadline_s": 0.0}, {"deadline_s": -1.0}]
+)
+def test_options_that_could_never_send_a_job_are_refused(options: dict[str, Any]) -> None:
+    """With no room in the window a file source would wait for room forever."""
+    with pytest.raises(ConfigError):
+        SensorOptions(**options)

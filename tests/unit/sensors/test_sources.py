@@ -167,3 +167,17 @@ def test_picamera2_capture_failure_is_a_source_error() -> None:
 def test_picamera2_missing_library_is_a_clear_error() -> None:
     with pytest.raises(SourceError, match="python3-picamera2"):
         Picamera2Source().open()
+
+
+@pytest.mark.parametrize(
+    "spec", ["picamera2:320x240@fast", "picamera2:320x240@0", "picamera2:320x240@-5"]
+)
+def test_open_source_rejects_a_bad_camera_rate(spec: str) -> None:
+    with pytest.raises(ConfigError, match="frame rate"):
+        open_source(spec)
+
+
+@pytest.mark.parametrize("rate", [0.0, -2.0, float("nan")])
+def test_open_source_rejects_a_bad_rate(rate: float) -> None:
+    with pytest.raises(ConfigError, match="frame rate"):
+        open_source("pattern:box", rate=rate)
