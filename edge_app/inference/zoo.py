@@ -182,6 +182,8 @@ def build(name: str, small: bool = False, seed: int = 0) -> bytes:
     """The ``.tflite`` bytes of zoo model ``name``; the same arguments give the same bytes."""
     if name not in ZOO_NAMES:
         raise ConfigError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_NAMES)}")
+    if seed < 0:
+        raise ConfigError(f"the seed must be a non-negative integer, not {seed}")
     base = name.removesuffix("_int8")
     log.info("building zoo model %s (small=%s, seed=%d)", name, small, seed)
     data = _build_float(base, small, seed)

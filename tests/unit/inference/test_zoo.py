@@ -111,3 +111,8 @@ def test_small_int8_model_runs_and_agrees_with_float(name: str) -> None:
         assert np.abs(probs - ref).max() < 0.1
         agree += int(np.argmax(probs) == np.argmax(ref))
     assert agree >= 6
+
+
+def test_negative_seed_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="seed"):
+        zoo.build("alexnet", small=True, seed=-1)
