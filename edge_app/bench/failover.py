@@ -37,6 +37,7 @@ class Steadiness:
     step_s: float = 0.05
     tolerance: float = 0.10
     pre_window_s: float = 3.0
+    tail_s: float = 1.0  # windows end this long before the stream does (its last jobs' latency)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class KillResult:
     pre_rate: float  # jobs/s before the kill
     pre_p95_latency_s: float  # of the jobs done before the kill
     worst_latency_s: float  # of the jobs done after the kill
+    in_flight_done_s: float  # from the kill until the last job in flight at the kill completed
+    replan_s: float | None  # from the kill until the scheduler's next plan arrived
     jobs: int
     vanished: int
     dropped: int
@@ -89,12 +92,13 @@ def throughput_recovery(
         return float("inf"), 0.0
     steady_from = kill_ts
     start = kill_ts
-    while start + rule.window_s <= stream_end:
+    horizon = stream_end - rule.tail_s
+    while start + rule.window_s <= horizon:
         rate = count(start, start + rule.window_s) / rule.window_s
         if abs(rate - pre) > rule.tolerance * pre:
             steady_from = start + rule.step_s
         start += rule.step_s
-    if steady_from + rule.window_s > stream_end:
+    if steady_from + rule.window_s > horizon:
         return float("inf"), pre  # never steady within the stream
     return steady_from - kill_ts, pre
 
@@ -167,6 +171,7 @@ def one_kill(
     ok = [o for o in outcomes if o.status == "ok"]
     thr, pre = throughput_recovery([o.done_ts for o in ok], kill_ts, end, rule)
     lat = latency_recovery(ok, kill_ts)
+    replan = fleet.first_plan_after(kill_ts)
     result = KillResult(
         victim=victim,
         seat=seat,
@@ -176,6 +181,10 @@ def one_kill(
         pre_rate=pre,
         pre_p95_latency_s=_p95([o.latency_s for o in ok if o.done_ts < kill_ts]),
         worst_latency_s=max((o.latency_s for o in ok if o.done_ts >= kill_ts), default=0.0),
+        in_flight_done_s=max(
+            (o.done_ts - kill_ts for o in ok if o.created_ts < kill_ts <= o.done_ts), default=0.0
+        ),
+        replan_s=None if replan is None else replan - kill_ts,
         jobs=len(jobs),
         vanished=len(jobs) - len(outcomes),
         dropped=len(outcomes) - len(ok),

@@ -90,6 +90,7 @@ class BenchFleet:
         self.scheduler: Scheduler | None = None
         self._lock = threading.Lock()
         self.plan: Plan | None = None
+        self.plan_log: deque[tuple[float, int]] = deque(maxlen=1024)  # (arrival, epoch)
         self.beats: dict[str, Heartbeat] = {}
         self.arrivals: deque[Arrival] = deque(maxlen=ARRIVALS_LIMIT)
         tag = f"{fleet}-{time.monotonic_ns() % 10**9}"
@@ -165,6 +166,7 @@ class BenchFleet:
             return
         with self._lock:
             self.plan = plan
+            self.plan_log.append((time.time(), plan.epoch))
 
     def _on_beat(self, msg: Received) -> None:
         try:
@@ -216,6 +218,11 @@ class BenchFleet:
                 return job
             time.sleep(0.001)
         raise TransportError("the job publisher never had room")
+
+    def first_plan_after(self, ts: float) -> float | None:
+        """Arrival time of the first plan that came after ``ts`` (None if none)."""
+        with self._lock:
+            return next((at for at, _ in self.plan_log if at >= ts), None)
 
     def outcomes_since(self, index: int) -> list[Arrival]:
         return list(self.arrivals)[index:]
