@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edge_app.bench.codec import private_broker
+from edge_app.errors import ConfigError
 from edge_app.inference.card import InputSpec
 from edge_app.messages.codec import Envelope, Header, encode_envelope
 from edge_app.sensors.preprocess import ClipAssembler, FramePreprocessor
@@ -98,6 +99,8 @@ def _header(seq: int) -> Header:
 
 
 def measure_case(case: Case, transport: Any, topic: str, frames: int) -> SensorCost:
+    if frames < case.clip:
+        raise ConfigError(f"{case.name}: {frames} frames make no job (a clip needs {case.clip})")
     spec = InputSpec(
         shape=(1, case.height, case.width, 3) if case.clip == 1 else
         (1, case.clip, case.height, case.width, 3),

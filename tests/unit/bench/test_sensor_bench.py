@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edge_app.bench.sensor import Case, measure_case
+from edge_app.errors import ConfigError
 from edge_app.messages.codec import decode_envelope
 from edge_app.transport.base import Received
 from edge_app.transport.memory import MemoryBus
@@ -24,3 +27,12 @@ def test_measure_case_publishes_one_job_per_stride_and_reports_costs() -> None:
     assert cost.job_bytes == len(got[-1].payload)
     assert cost.prepare_ms > 0 and cost.encode_ms > 0
     assert cost.per_frame_ms == cost.prepare_ms + cost.encode_ms + cost.publish_ms
+
+
+def test_too_few_frames_for_one_job_is_a_config_error() -> None:
+    bus = MemoryBus()
+    pub = bus.connect("pub")
+    pub.start()
+    case = Case("clip", 16, 16, clip=4, stride=2, camera=(24, 32))
+    with pytest.raises(ConfigError, match="frames"):
+        measure_case(case, pub, "bench/task", frames=3)
