@@ -63,7 +63,7 @@ class CourierConfig:
     window: int = 4  # in-flight envelopes per receiver
     capacity: int = 1024  # envelopes held at once
     ack_timeout_s: float = 10.0  # the most an ack may take (and the value before any sample)
-    min_ack_timeout_s: float = 2.0  # the adaptive timeout never goes below this
+    min_ack_timeout_s: float = 3.0  # the adaptive timeout never goes below this
     deadline_grace_s: float = 1.0
     max_sends: int = 5
 

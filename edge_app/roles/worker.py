@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class WorkerOptions:
     window: int = 4  # in-flight envelopes per receiver
-    ack_timeout_s: float = 10.0
+    ack_timeout_s: float = 10.0  # the longest wait for an ack (before any was measured)
+    min_ack_timeout_s: float = 3.0  # the adaptive ack timeout's floor
     metrics_s: float = 5.0
     merge_timeout_s: float = 10.0
     merge_capacity: int = 64
@@ -103,7 +104,11 @@ class Worker:
     ) -> None:
         """The data path's parts: courier, stage cache, merge buffer, queue, engine, intake."""
         options, device_id, transport = self.options, self.device, self.transport
-        cc = CourierConfig(window=options.window, ack_timeout_s=options.ack_timeout_s)
+        cc = CourierConfig(
+            window=options.window,
+            ack_timeout_s=options.ack_timeout_s,
+            min_ack_timeout_s=options.min_ack_timeout_s,
+        )
         self.courier = Courier(
             transport, self.topics, device_id, self.accounting, config=cc, model_name=name
         )

@@ -210,3 +210,19 @@ def test_fanout_defers_the_upstream_ack_until_the_step_is_done(memory_bus: Memor
     c.on_ack(Ack("j1", 1, None, 0, "s1"))
     (ack,) = tap.on("ack")
     assert ack.topic == TOPICS.ack("src")
+
+
+def test_ack_timeout_adapts_to_the_measured_round_trip_and_backs_off(
+    memory_bus: MemoryBus,
+) -> None:
+    c = courier(memory_bus, ack_timeout_s=10.0, min_ack_timeout_s=0.2)
+    c.set_plan(make_plan(1, conv=["a"]))
+    c.forward(header("j0"), X)
+    first = c.table.get(("j0", 0, None))
+    assert first is not None and c._timeout(first) == 10.0  # nothing measured yet
+    c.on_ack(Ack("j0", 0, None, 0, "a"))
+    c.forward(header("j1"), X)
+    entry = c.table.get(("j1", 0, None))
+    assert entry is not None and c._timeout(entry) == 0.2  # a fast receiver: the floor
+    entry.sends = 3
+    assert c._timeout(entry) == 0.8  # doubled per re-send
