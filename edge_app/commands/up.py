@@ -262,6 +262,8 @@ class Demo:
 def run(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads < 1:
         raise ConfigError("--workers and --threads must be at least 1")
+    if not 0 < args.dashboard_port < 65536:
+        raise ConfigError(f"--dashboard-port {args.dashboard_port} is not a TCP port (1-65535)")
     config = fleet_config_from_args(args)
     model, task = pick_model(args.model)
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="edge-app-up-"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.cli import main
 from edge_app.commands.up import child_env, cli, free_port, pick_model, port_free, port_open
 from edge_app.config import BrokerConfig
 from edge_app.errors import ModelError
@@ -62,3 +63,12 @@ def test_supervisor_reports_a_crash_once_and_stops_the_rest(tmp_path: Path) -> N
     assert len(children.table()) == 2
     children.stop_all()
     assert sleeper.proc is not None and sleeper.proc.returncode == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_dashboard_port_out_of_range_is_refused_before_anything_starts(
+    port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["up", "--dashboard-port", port, "--broker", "mqtt://127.0.0.1:9"]) == 2
+    captured = capsys.readouterr()
+    assert "--dashboard-port" in captured.err and "broker" not in captured.out
