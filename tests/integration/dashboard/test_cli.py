@@ -44,3 +44,12 @@ def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["dashboard", "--db", str(junk), "--bind", "127.0.0.1:0"]) == 2
     err = capsys.readouterr().err
     assert "HOST:PORT" in err and "discovery prefix" in err and "history" in err
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "nan"])
+def test_history_must_be_kept_for_some_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    """A non-positive age would delete the whole history at every prune."""
+    assert run(tmp_path, "--bind", "127.0.0.1:0", "--history-days", days) == 2
+    assert "--history-days" in capsys.readouterr().err
