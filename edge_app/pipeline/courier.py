@@ -177,11 +177,15 @@ class Courier:
         out: Outgoing = []
         keep: deque[Parked] = deque()
         now = time.time()
+        blocked: dict[int, NoRoute] = {}  # stages without room in this pass
         for item in self._parked:
-            got = self._route(item.header.stage)
+            stage = item.header.stage
+            got = blocked.get(stage) or self._route(stage)
             if not isinstance(got, NoRoute):
                 out += self._send_routed(item.header, item.tensors, got, item.upstream)
-            elif now > item.header.deadline or self._closed:
+                continue
+            blocked[stage] = got
+            if now > item.header.deadline or self._closed:
                 why: DropReason = "no_route" if got.reason == "no_route" else "deadline"
                 why = "shutdown" if self._closed else why
                 out += self._drop_messages(item.header, why, got.detail, item.upstream)

@@ -61,10 +61,10 @@ class CustodyTable:
 
     capacity: int = 1024
     _entries: dict[CustodyKey, Entry] = field(default_factory=dict)
-    # per (receiver, stage): windows are per stage, or a job held across consecutive sharded
+    # per stage, per receiver: windows are per stage, or a job held across consecutive sharded
     # stages (a fan-out waits for the next fan-out) could fill a receiver's window and wait on
     # itself
-    _inflight: Counter[tuple[str, int]] = field(default_factory=Counter)
+    _inflight: dict[int, Counter[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -80,16 +80,18 @@ class CustodyTable:
         return len(self._entries) >= self.capacity
 
     def inflight(self, stage: int) -> Counter[str]:
-        """Envelopes held per receiver for ``stage``."""
-        return Counter({d: n for (d, st), n in self._inflight.items() if st == stage and n > 0})
+        """Envelopes held per receiver for ``stage`` (a live view: do not modify)."""
+        return self._inflight.get(stage) or Counter()
 
     def _count(self, entry: Entry, receivers: frozenset[str], sign: int) -> None:
-        keys = [(d, entry.header.stage) for d in receivers]
+        counts = self._inflight.setdefault(entry.header.stage, Counter())
         if sign > 0:
-            self._inflight.update(keys)
-        else:
-            self._inflight.subtract(keys)
-            self._inflight += Counter()  # drop zero counts
+            counts.update(receivers)
+            return
+        counts.subtract(receivers)
+        for device in receivers:
+            if counts[device] <= 0:
+                del counts[device]
 
     def add(self, entry: Entry) -> bool:
         """Hold ``entry``; False when the table is full or already holds that key."""
