@@ -9,6 +9,7 @@ each, SIGTERM if this process dies), so a crashed benchmark leaves no orphans be
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -157,6 +158,21 @@ class BenchFleet:
         proc.wait(5)
         self.workers[device].reported = True  # an intended death, not a crash
         return time.time()
+
+    def worker_cpu_s(self) -> float:
+        """User + system CPU seconds of this fleet's live worker processes (Linux /proc)."""
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for child in self.workers.values():
+            if child.proc is None or child.proc.poll() is not None:
+                continue
+            try:
+                stat = Path(f"/proc/{child.proc.pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return total
 
     # --- observation ----------------------------------------------------------------------------
     def _on_plan(self, msg: Received) -> None:

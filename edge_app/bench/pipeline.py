@@ -83,6 +83,8 @@ class ThroughputResult:
     whole: Series
     pipelines: dict[str, Series]  # "1 worker", "2 workers" -> jobs/s per round
     ratios: dict[str, Series]  # pipeline / whole per round
+    cpu_ms: dict[str, Series]  # CPU ms per job: the whole model's process, the worker processes
+    cpu_ratios: dict[str, Series]  # whole CPU / workers' CPU per job, per round
     plans: dict[str, str]
     dropped: int
 
@@ -96,17 +98,18 @@ def whole_model_input(path: str, threads: int) -> tuple[tuple[int, ...], str]:
     return tuple(spec.shape), str(np.dtype(spec.dtype))
 
 
-def whole_model_rate(path: str, threads: int, jobs: int, warmup: int) -> float:
-    """Jobs/s of back-to-back runs of the whole model (runs in the reference process)."""
+def whole_model_rate(path: str, threads: int, jobs: int, warmup: int) -> tuple[float, float]:
+    """(jobs/s, CPU seconds per job) of back-to-back runs of the whole model (runs in the
+    reference process)."""
     runner = _runner(path, threads)
     shape, dtype = whole_model_input(path, threads)
     x = sample_input(shape, dtype)
     for _ in range(warmup):
         runner.run(x)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(jobs):
         runner.run(x)
-    return jobs / (time.perf_counter() - start)
+    return jobs / (time.perf_counter() - start), (time.process_time() - cpu) / jobs
 
 
 def _runner(path: str, threads: int) -> Any:
@@ -154,15 +157,65 @@ def pipeline_rate(
     return jobs / span, dropped
 
 
+class _Rounds:
+    """The interleaved measurements: jobs/s and CPU seconds per job of each configuration."""
+
+    def __init__(self, s: Settings, configs: dict[str, tuple[int, dict[int, int]]]) -> None:
+        self.s = s
+        self.configs = configs
+        self.rates: dict[str, list[float]] = {"whole": [], **{k: [] for k in configs}}
+        self.cpu: dict[str, list[float]] = {"whole": [], **{k: [] for k in configs}}
+        self.dropped = 0
+
+    def whole(self, ref: concurrent.futures.ProcessPoolExecutor, path: str) -> None:
+        s = self.s
+        rate, cpu = ref.submit(whole_model_rate, path, s.threads, s.jobs, s.warmup).result()
+        self.rates["whole"].append(rate)
+        self.cpu["whole"].append(cpu)
+
+    def pipeline(self, name: str, fleet: Any, x: np.ndarray) -> None:
+        k = self.configs[name][0]
+        cpu0 = fleet.worker_cpu_s()
+        rate, lost = pipeline_rate(
+            fleet, x, jobs=self.s.jobs, warmup=self.s.warmup, in_flight=self.s.in_flight * k
+        )
+        total = self.s.jobs + self.s.warmup + self.s.in_flight * k
+        self.rates[name].append(rate)
+        self.cpu[name].append((fleet.worker_cpu_s() - cpu0) / total)
+        self.dropped += lost
+
+    def result(self, plans: dict[str, str]) -> ThroughputResult:
+        def per_round(a: str, b: str, cpu: bool = False) -> Series:
+            src = self.cpu if cpu else self.rates
+            return Series([x / y for x, y in zip(src[a], src[b], strict=True)])
+
+        return ThroughputResult(
+            model=self.s.model,
+            threads=self.s.threads,
+            rounds=self.s.rounds,
+            jobs=self.s.jobs,
+            in_flight=self.s.in_flight,
+            whole=Series(self.rates["whole"]),
+            pipelines={k: Series(self.rates[k]) for k in self.configs},
+            ratios={k: per_round(k, "whole") for k in self.configs},
+            cpu_ms={k: Series([1e3 * c for c in v]) for k, v in self.cpu.items()},
+            cpu_ratios={k: per_round("whole", k, cpu=True) for k in self.configs},
+            plans=plans,
+            dropped=self.dropped,
+        )
+
+
 def run_throughput(s: Settings, workdir: Path, broker: Any) -> ThroughputResult:
     from edge_app.bench.fleet_runner import BenchFleet, plan_summary, spread_over
     from edge_app.inference.catalog import resolve_model
 
     _, path = resolve_model(s.model)
-    configs = {"1 worker": (1, {}), "2 workers": (2, s.shards)}
-    rates: dict[str, list[float]] = {"whole": [], **{k: [] for k in configs}}
+    configs: dict[str, tuple[int, dict[int, int]]] = {
+        "1 worker": (1, {}),
+        "2 workers": (2, s.shards),
+    }
+    rounds = _Rounds(s, configs)
     plans: dict[str, str] = {}
-    dropped = 0
     with ExitStack() as stack, reference_process() as ref:
         shape, dtype = ref.submit(whole_model_input, str(path), s.threads).result()
         x = sample_input(shape, dtype)
@@ -170,45 +223,22 @@ def run_throughput(s: Settings, workdir: Path, broker: Any) -> ThroughputResult:
         for i, (name, (n, shards)) in enumerate(configs.items()):
             fleet = BenchFleet(broker, f"tput{i}", s.model, workdir, threads=s.threads,
                                shards=shards, max_in_flight=2 * s.in_flight)  # fmt: skip
-            stack.enter_context(fleet)
+            fleets[name] = stack.enter_context(fleet)
             for w in range(n):
                 fleet.spawn(f"t{i}w{w}")
-            fleets[name] = fleet
         for name, fleet in fleets.items():
-            plans[name] = plan_summary(
-                fleet.wait_ready(spread_over(configs[name][0], configs[name][1]), timeout=180)
-            )
+            ready = fleet.wait_ready(spread_over(*configs[name]), timeout=180)
+            plans[name] = plan_summary(ready)
             log.info("%s ready: %s", name, plans[name])
         order = ["whole", *fleets]
         for r in range(s.rounds):
             for name in order[r % len(order) :] + order[: r % len(order)]:
                 if name == "whole":
-                    job = ref.submit(whole_model_rate, str(path), s.threads, s.jobs, s.warmup)
-                    rates[name].append(job.result())
-                    log.info("round %d whole: %.2f jobs/s", r, rates[name][-1])
-                    continue
-                k = configs[name][0]
-                rate, lost = pipeline_rate(
-                    fleets[name], x, jobs=s.jobs, warmup=s.warmup, in_flight=s.in_flight * k
-                )
-                rates[name].append(rate)
-                dropped += lost
-                log.info("round %d %s: %.2f jobs/s, %d dropped", r, name, rate, lost)
-    ratios = {
-        k: Series([p / w for p, w in zip(rates[k], rates["whole"], strict=True)]) for k in configs
-    }
-    return ThroughputResult(
-        model=s.model,
-        threads=s.threads,
-        rounds=s.rounds,
-        jobs=s.jobs,
-        in_flight=s.in_flight,
-        whole=Series(rates["whole"]),
-        pipelines={k: Series(rates[k]) for k in configs},
-        ratios=ratios,
-        plans=plans,
-        dropped=dropped,
-    )
+                    rounds.whole(ref, str(path))
+                else:
+                    rounds.pipeline(name, fleets[name], x)
+                log.info("round %d %s: %.2f jobs/s", r, name, rounds.rates[name][-1])
+    return rounds.result(plans)
 
 
 def run_failover_part(s: Settings, workdir: Path, broker: Any) -> Any:

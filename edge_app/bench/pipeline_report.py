@@ -32,16 +32,18 @@ def format_throughput(t: Any) -> list[str]:
         "per worker",
         "",
         "| configuration | jobs/s median | jobs/s range | ms/job | / whole model (median) "
-        "| ratio range |",
-        "|---|---|---|---|---|---|",
+        "| ratio range | CPU ms/job | whole CPU / this CPU (median, range) |",
+        "|---|---|---|---|---|---|---|---|",
         f"| whole model, one process | {t.whole.median:.2f} | {_rng(t.whole.range)} "
-        f"| {1000 / t.whole.median:.2f} | 1 | - |",
+        f"| {1000 / t.whole.median:.2f} | 1 | - | {t.cpu_ms['whole'].median:.1f} | 1 |",
     ]
     for name, series in t.pipelines.items():
         ratio = t.ratios[name]
         lines.append(
             f"| pipeline, {name} | {series.median:.2f} | {_rng(series.range)} "
-            f"| {1000 / series.median:.2f} | {ratio.median:.3f} | {_rng(ratio.range, '.3f')} |"
+            f"| {1000 / series.median:.2f} | {ratio.median:.3f} | {_rng(ratio.range, '.3f')} "
+            f"| {t.cpu_ms[name].median:.1f} | {t.cpu_ratios[name].median:.3f} "
+            f"({_rng(t.cpu_ratios[name].range, '.3f')}) |"
         )
     one = t.ratios.get("1 worker")
     if one is not None:
