@@ -36,7 +36,10 @@ import numpy as np
 from edge_app.config import BrokerConfig
 from edge_app.errors import ConfigError, TransportError
 from edge_app.messages.codec import Envelope, Header, decode_envelope, encode_envelope
+from edge_app.messages.topics import Topics
 from edge_app.roles.supervisor import free_port, wait_port
+
+BENCH_TOPICS = Topics.for_fleet("bench")  # the private broker's topics
 
 SIZES = {"10K": 10 * 1024, "100K": 100 * 1024, "1M": 1024 * 1024, "10M": 10 * 1024 * 1024}
 
@@ -140,7 +143,7 @@ def time_transit(broker: BrokerConfig, payload: bytes, repeats: int) -> list[flo
         got.set()
 
     tag = f"{time.monotonic_ns() % 10**9}"
-    topic = f"edge/bench/task/hop-{tag}"
+    topic = BENCH_TOPICS.task(f"hop-{tag}")
     receiver = MqttTransport(broker, f"bench-rx-{tag}")
     sender = MqttTransport(broker, f"bench-tx-{tag}")
     receiver.subscribe(topic, handler)

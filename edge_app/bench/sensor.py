@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.bench.codec import private_broker
+from edge_app.bench.codec import BENCH_TOPICS, private_broker
 from edge_app.errors import ConfigError
 from edge_app.inference.card import InputSpec
 from edge_app.messages.codec import Envelope, Header, encode_envelope
@@ -149,7 +149,9 @@ def cmd_sensor(args: argparse.Namespace) -> int:
         transport.start()
         try:
             for case in CASES:
-                results.append(measure_case(case, transport, "bench/sensor/task", args.frames))
+                results.append(
+                    measure_case(case, transport, BENCH_TOPICS.task("sensor"), args.frames)
+                )
         finally:
             transport.stop()
     if args.json:
