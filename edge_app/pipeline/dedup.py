@@ -24,7 +24,7 @@ class Dedup:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
-        self._keys: OrderedDict[DedupKey, bool] = OrderedDict()
+        self._keys: OrderedDict[DedupKey, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def seen(self, key: DedupKey) -> bool:
@@ -33,20 +33,10 @@ class Dedup:
             if key in self._keys:
                 self._keys.move_to_end(key)
                 return True
-            self._keys[key] = False
+            self._keys[key] = None
             if len(self._keys) > self.capacity:
                 self._keys.popitem(last=False)
             return False
-
-    def mark_done(self, key: DedupKey) -> None:
-        """Remember that the message was fully handled (acked upstream)."""
-        with self._lock:
-            if key in self._keys:
-                self._keys[key] = True
-
-    def is_done(self, key: DedupKey) -> bool:
-        with self._lock:
-            return self._keys.get(key, False)
 
     def __len__(self) -> int:
         with self._lock:

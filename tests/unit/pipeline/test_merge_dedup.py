@@ -108,5 +108,3 @@ def test_dedup_lru() -> None:
     assert not d.seen(("a", 0, None, 1, "w2"))  # so is the same attempt from another sender
     assert len(d) == 2  # (a, 0, w1) was evicted, the least recently used
     assert not d.seen(("a", 0, None, 0, "w1"))
-    d.mark_done(("a", 0, None, 0, "w1"))
-    assert d.is_done(("a", 0, None, 0, "w1"))
