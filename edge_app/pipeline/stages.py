@@ -11,7 +11,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -264,19 +264,3 @@ class StageCache:
     def slots(self) -> list[Slot]:
         with self._cond:
             return list(self._slots.values())
-
-    def shard_stages(self) -> set[int]:
-        with self._cond:
-            return {k[0] for k in self._slots if k[1] is not None}
-
-    def replica(self, stage: int) -> Slot | None:
-        with self._cond:
-            return self._slots.get((stage, None))
-
-    def holds(self, key: SeatKey) -> bool:
-        with self._cond:
-            return key in self._slots
-
-
-def tensors_of(mapping: Mapping[str, np.ndarray[Any, Any]]) -> Tensors:
-    return tuple(mapping.items())
