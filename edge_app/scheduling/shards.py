@@ -96,12 +96,16 @@ class ShardRequest:
         speeds = [self.costs.speed(d, self.sp.index) for d in devices]
         return split_rows(self.sp.rows, speeds, self.caps(devices))
 
-    def busy_ok(self, layout: ShardLayout) -> bool:
-        worst = max(
+    def slowest(self, layout: ShardLayout) -> float:
+        """Seconds the slowest holder needs for its slice of one job (the stage's pace)."""
+        return max(
             self.costs.time(d, self.sp.index, self.sp.fraction(lo, hi))
             for d, (lo, hi) in zip(layout.devices, layout.bounds_pairs(), strict=True)
         )
-        return self.bound * worst <= self.busy_max
+
+    def busy_ok(self, layout: ShardLayout, slack: float = 1.0) -> bool:
+        """The busiest holder stays under ``busy_max`` (times ``slack``) at the fleet's bound."""
+        return self.bound * self.slowest(layout) <= self.busy_max * slack
 
 
 def layout_shards(req: ShardRequest) -> ShardLayout | None:
@@ -114,7 +118,9 @@ def layout_shards(req: ShardRequest) -> ShardLayout | None:
         and (not req.forced or len(old.devices) == req.k_min)
     ):
         kept = _repair(req, old)
-        if kept is not None and (req.forced or req.busy_ok(kept)):
+        # A kept layout gets the same slack as its bounds: noise in the measured speeds moves
+        # the fleet's bound too, and must not re-cut the shards back and forth.
+        if kept is not None and (req.forced or req.busy_ok(kept, slack=1 + req.tolerance)):
             return kept
     prefer = set(old.devices) if old is not None else set()
     order = sorted(
@@ -157,11 +163,19 @@ def _repair(ctx: ShardRequest, old: ShardLayout) -> ShardLayout | None:
             spare,
             key=lambda c: (ctx.shard_count.get(c, 0), -ctx.costs.speed(c, ctx.sp.index), c),
         )
+    kept = ShardLayout(devices, list(old.bounds))
     fresh = ctx.balanced(devices)
     if fresh is None:
-        return ShardLayout(devices, list(old.bounds))
+        return kept
     drift = max(
         abs((b - a) - (d - c)) / max(b - a, d - c)
         for (a, b), (c, d) in zip(pairs, itertools.pairwise(fresh), strict=True)
     )
-    return ShardLayout(devices, list(old.bounds) if drift <= ctx.tolerance else fresh)
+    if drift <= ctx.tolerance:
+        return kept
+    # Re-cutting every shard costs each holder a reload and every sender a re-send of its
+    # in-flight fan-outs: only worth it when the stage's pace really improves, not when noisy
+    # service times merely move the balance point.
+    balanced = ShardLayout(devices, fresh)
+    gain = ctx.slowest(kept) / max(1e-12, ctx.slowest(balanced))
+    return balanced if gain > 1 + ctx.tolerance else kept
