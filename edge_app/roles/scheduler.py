@@ -193,9 +193,9 @@ class Scheduler:
                 log.warning("%s: inbox full, %d messages dropped", self.device, self._overflow)
 
     def report(self, topic: str, kind: ErrorKind, detail: str) -> None:
-        """A rejected message: a log line, a counter and an ErrorReport (rate-limited)."""
+        """A rejected message: a counter, and a log line and an ErrorReport (rate-limited, so a
+        flood of garbage floods neither the log nor the error topic)."""
         self._errors += 1
-        log.warning("%s: rejected message on %s (%s): %s", self.device, topic, kind, detail)
         now = time.monotonic()
         second, n = self._error_window
         if now - second >= 1.0:
@@ -203,6 +203,7 @@ class Scheduler:
         self._error_window = (second, n + 1)
         if n >= self.options.max_error_reports_per_s:
             return
+        log.warning("%s: rejected message on %s (%s): %s", self.device, topic, kind, detail)
         report = ErrorReport(
             device=self.device,
             ts=time.time(),

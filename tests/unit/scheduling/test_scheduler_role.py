@@ -174,3 +174,22 @@ def test_a_restarted_scheduler_fixes_what_changed_while_none_ran(bus: MemoryBus)
             assert [p.epoch for p in watch.plans] == [p1.epoch, p2.epoch]
         finally:
             second.stop()
+
+
+def test_a_flood_of_garbage_is_counted_but_logged_and_reported_rate_limited(
+    bus: MemoryBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = _started(bus, "probe")
+    reports: list[bytes] = []
+    probe.subscribe(TOPICS.error("sched"), lambda m: reports.append(m.payload))
+    sched = scheduler(bus, max_error_reports_per_s=5)
+    try:
+        with caplog.at_level("WARNING", logger="edge_app.roles.scheduler"):
+            for _ in range(100):
+                probe.publish(TOPICS.heartbeat("w9"), b"\xff garbage")
+        assert sched.errors == 100
+        assert len(reports) <= 10  # 5 a second; the flood may straddle a second boundary
+        rejected = [r for r in caplog.records if "rejected message" in r.getMessage()]
+        assert 5 <= len(rejected) <= 10
+    finally:
+        sched.stop()
