@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Steadiness:
-    window_s: float = 2.0
+    window_s: float = 3.0
     step_s: float = 0.05
     tolerance: float = 0.10
     pre_window_s: float = 3.0
@@ -200,7 +200,7 @@ def run_failover(
     kills: int,
     rate: float,
     workers: int = 3,
-    timing: tuple[float, float, float] = (4.0, 6.0, 20.0),
+    timing: tuple[float, float, float] = (4.0, 8.0, 20.0),
     rule: Steadiness = Steadiness(),
     progress: Callable[[KillResult], None] | None = None,
 ) -> FailoverResult:

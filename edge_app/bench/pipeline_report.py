@@ -108,7 +108,7 @@ def format_failover(f: Any) -> list[str]:
         f"median recovery {f.median_s:.2f} s (range {min(rec):.2f}-{max(rec):.2f}; target <= "
         f"{FAILOVER_TARGET_S:g} s: {_verdict(f.median_s <= FAILOVER_TARGET_S)}); "
         f"vanished {f.vanished} (must be 0), dropped {f.dropped}",
-        "steady = a 2 s sliding window of completions (step 50 ms) within 10 % of the pre-kill "
+        "steady = a 3 s sliding window of completions (step 50 ms) within 10 % of the pre-kill "
         "rate (the 3 s before the kill) from then until 1 s before the stream ends, AND no later "
         "job above 2 x the pre-kill p95 latency + 50 ms; recovery = the later of the two",
     ]
