@@ -111,17 +111,21 @@ class OutcomeSink:
             outcome = decode(JobOutcome, msg.payload)
             parsed = self.topics.parse(msg.topic)
         except WireError as exc:  # a bad payload, or a topic outside our layout
-            self.errors += 1
-            log.warning("rejected result on %s: %s", msg.topic, exc)
+            self._reject(msg.topic, str(exc))
             return
         if parsed.ident != outcome.sensor:
-            self.errors += 1
-            log.warning("result for sensor %s arrived on %s", outcome.sensor, msg.topic)
+            self._reject(msg.topic, f"result for sensor {outcome.sensor}")
             return
         if not self._record(outcome):
             return
         if self.on_outcome is not None:
             self.on_outcome(outcome)
+
+    def _reject(self, topic: str, why: str) -> None:
+        """Count a bad result; log the first ones and then every 1000th (no log flood)."""
+        self.errors += 1
+        if self.errors <= 20 or self.errors % 1000 == 0:
+            log.warning("rejected result on %s (%d so far): %s", topic, self.errors, why)
 
     def _record(self, outcome: JobOutcome) -> bool:
         with self._cond:
