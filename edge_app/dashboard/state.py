@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from edge_app.errors import WireError
 from edge_app.messages.schemas import (
@@ -35,6 +36,7 @@ MAX_THUMB_BYTES = 512 * 1024
 MISSED_HEARTBEATS = 3
 
 Json = dict[str, Any]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -241,13 +243,7 @@ class FleetState:
 
     def camera(self, sensor: str) -> Camera | None:
         """The camera's card state, created on first sight (None past MAX_CAMERAS)."""
-        cam = self.cameras.get(sensor)
-        if cam is None:
-            if len(self.cameras) >= MAX_CAMERAS:
-                self.overflow += 1
-                return None
-            cam = self.cameras[sensor] = Camera(sensor)
-        return cam
+        return self._slot(self.cameras, sensor, Camera, MAX_CAMERAS)
 
     def _on_thumb(self, sensor: str, payload: bytes, now: float) -> list[Event]:
         if not payload:
@@ -294,13 +290,20 @@ class FleetState:
         return self._device_events(dev, was, now)
 
     def _device(self, device: str) -> Device | None:
-        dev = self.devices.get(device)
-        if dev is None:
-            if len(self.devices) >= MAX_DEVICES:
+        return self._slot(self.devices, device, Device, MAX_DEVICES)
+
+    def _slot(
+        self, table: dict[str, _T], key: str, make: Callable[[str], _T], limit: int
+    ) -> _T | None:
+        """``table[key]``, made on first sight; None (counted as overflow) once ``limit`` keys
+        are known: the tables are fed from the network and must stay bounded."""
+        entry = table.get(key)
+        if entry is None:
+            if len(table) >= limit:
                 self.overflow += 1
                 return None
-            dev = self.devices[device] = Device(device)
-        return dev
+            entry = table[key] = make(key)
+        return entry
 
     def _device_events(self, dev: Device, was: bool, now: float) -> list[Event]:
         data = self.device_json(dev, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_app.dashboard.series import Series, percentile
-from edge_app.dashboard.state import MAX_THUMB_BYTES, FleetState
+from edge_app.dashboard.state import MAX_CAMERAS, MAX_DEVICES, MAX_THUMB_BYTES, FleetState
 from edge_app.messages.topics import Topics
 
 from . import factories as f
@@ -174,3 +174,13 @@ def test_series_throughput_and_percentiles() -> None:
     assert s.tick(NOW + 10)["p95"] is None
     assert percentile([], 50) is None
     assert percentile([3.0], 95) == 3.0
+
+
+def test_cameras_and_devices_from_the_network_stay_bounded(state: FleetState) -> None:
+    for i in range(MAX_CAMERAS + 3):
+        state.ingest(T.result(f"cam{i}"), f.outcome(f"cam{i}", 1, done=NOW), NOW)
+    for i in range(MAX_DEVICES + 2):
+        state.ingest(T.status(f"w{i}"), f.status(f"w{i}"), NOW)
+    assert len(state.cameras) == MAX_CAMERAS and len(state.devices) == MAX_DEVICES
+    assert state.overflow == 5
+    assert state.completed == MAX_CAMERAS + 3  # counted even without a card
