@@ -42,6 +42,7 @@ SERVICE_TEMPLATE = (
 HEARTBEAT_EXPIRE_S = 60
 MAX_OBJECT_ID = 64  # DiscoveryTopics.config accepts ids of 1-64 characters
 MAX_HA_STATE = 255  # Home Assistant refuses longer entity states
+MAX_SEEN_CONFIGS = 8192  # retained configs of ours remembered for the sweep (network-fed)
 
 
 def ha_id(value: str) -> str:
@@ -237,7 +238,8 @@ class DiscoveryPublisher:
     def note_retained(self, topic: str, payload: bytes) -> None:
         if self.builder.owns(topic):
             if payload:
-                self.seen_on_broker.add(topic)
+                if len(self.seen_on_broker) < MAX_SEEN_CONFIGS:
+                    self.seen_on_broker.add(topic)
             else:
                 self.seen_on_broker.discard(topic)
 

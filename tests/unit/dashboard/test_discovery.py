@@ -7,6 +7,7 @@ import json
 import pytest
 
 from edge_app.dashboard.discovery import (
+    MAX_SEEN_CONFIGS,
     DiscoveryBuilder,
     DiscoveryPublisher,
     camera_state,
@@ -211,3 +212,10 @@ def test_invalid_discovery_prefix_is_a_config_error(prefix: str) -> None:
 
 def test_discovery_prefix_may_have_levels() -> None:
     assert DiscoveryTopics.for_prefix("home/ha").birth == "home/ha/status"
+
+
+def test_retained_configs_remembered_for_the_sweep_stay_bounded(builder: DiscoveryBuilder) -> None:
+    pub = DiscoveryPublisher(builder, RetainedBroker().publish)
+    for i in range(MAX_SEEN_CONFIGS + 10):
+        pub.note_retained(f"homeassistant/sensor/{builder.node}/x{i}/config", b"{}")
+    assert len(pub.seen_on_broker) == MAX_SEEN_CONFIGS
