@@ -71,7 +71,10 @@ def _latency(ax: Any, model: str, s: list[dict[str, Any]]) -> None:
     n = [r["devices"] for r in s]
     ax.plot(n, [r["p50"] for r in s], "o", color="tab:orange", label="emulated p50")
     ax.plot(n, [r["p90"] for r in s], "^", color="tab:red", label="emulated p90")
-    ax.plot(n, [r["sim_p50"] for r in s], "-", color="tab:blue", label="simulated p50")
+    ax.plot(n, [r["mean_latency"] for r in s], "s", color="tab:green", ms=4, label="emulated mean")
+    ax.plot(n, [r["sim_p50"] for r in s], "-", color="tab:orange", label="simulated p50")
+    ax.plot(n, [r["sim_p90"] for r in s], "--", color="tab:red", label="simulated p90")
+    ax.plot(n, [r["sim_mean_latency"] for r in s], ":", color="tab:green", label="simulated mean")
     ax.set_title(f"{model}: latency, sensor keeps 2N+2 jobs in flight")
     ax.set_ylabel("seconds (device time)")
 

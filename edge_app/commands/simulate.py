@@ -70,7 +70,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     )
     print(
         f"latency         p50 {report.latency_p50:.2f} s, p90 {report.latency_p90:.2f} s, "
-        f"p99 {report.latency_p99:.2f} s (sensor in-flight limit {report.in_flight})"
+        f"p99 {report.latency_p99:.2f} s, mean {report.latency_mean:.2f} s"
+        f" (sensor in-flight limit {report.in_flight})"
     )
     print(f"bottleneck      {report.bottleneck}")
     print(f"energy          {report.energy_j:.1f} J per inference ({report.power_w:.1f} W)")

@@ -42,7 +42,10 @@ class Row:
     p50: float  # emulated, seconds of device time
     p90: float
     sim_p50: float
+    sim_p90: float
     sim_p50_error: float
+    mean_latency: float  # emulated; in a closed loop = in-flight jobs / throughput (Little)
+    sim_mean_latency: float
     energy_j: float
     results: int
     dropped: int
@@ -124,7 +127,10 @@ def run_config(
         p50=p50,
         p90=run.latency_p90 * time_scale,
         sim_p50=sim.latency_p50,
+        sim_p90=sim.latency_p90,
         sim_p50_error=sim.latency_p50 / p50 - 1 if p50 > 0 else float("inf"),
+        mean_latency=run.latency_mean * time_scale,
+        sim_mean_latency=sim.latency_mean,
         energy_j=run.energy_j,
         results=run.results,
         dropped=run.dropped,

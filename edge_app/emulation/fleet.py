@@ -45,6 +45,7 @@ class EmulatedRun:
     throughput: float  # results/s of wall time
     latency_p50: float  # wall seconds
     latency_p90: float
+    latency_mean: float
     results: int
     dropped: int
     overruns: int
@@ -262,6 +263,7 @@ class EmulatedFleet:
             energy_j=power / (rate / self.spec.time_scale) if rate > 0 else float("inf"),
             latency_p50=percentile(lat, 50),
             latency_p90=percentile(lat, 90),
+            latency_mean=sum(lat) / len(lat) if lat else 0.0,
             results=len(ok),
             dropped=len(window) - len(ok),
             overruns=sum(e.overruns for e in self.emulators),

@@ -60,6 +60,7 @@ class SimReport:
     latency_p50: float
     latency_p90: float
     latency_p99: float
+    latency_mean: float
     utilization: dict[str, float]
     link_utilization: dict[str, float]
     bottleneck: str
@@ -249,6 +250,7 @@ def _report(
         latency_p50=percentile(latencies, 50),
         latency_p90=percentile(latencies, 90),
         latency_p99=percentile(latencies, 99),
+        latency_mean=sum(latencies) / len(latencies) if latencies else 0.0,
         utilization=util,
         link_utilization=link_util,
         bottleneck=bottleneck,
