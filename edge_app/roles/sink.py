@@ -61,7 +61,8 @@ class OutcomeSink:
     # --- counts ---------------------------------------------------------------------------------
     @property
     def total(self) -> int:
-        with self._cond:
+        """Distinct outcomes counted (results and drops)."""
+        with self._cond:  # re-entrant: wait_total reads this while holding it
             return self.ok + sum(self.dropped.values())
 
     def counts(self) -> dict[str, object]:
@@ -98,7 +99,7 @@ class OutcomeSink:
         """Wait until ``n`` distinct outcomes were counted."""
         end = time.monotonic() + timeout
         with self._cond:
-            while self.ok + sum(self.dropped.values()) < n:
+            while self.total < n:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     return False
