@@ -95,12 +95,14 @@ class Device:
     late: bool = False  # heartbeats stopped while the status still says online
 
     def online(self, now: float) -> bool:
-        if self.state != "online":
-            return False
+        return self.state == "online" and not self.heartbeats_stopped(now)
+
+    def heartbeats_stopped(self, now: float) -> bool:
+        """It sent heartbeats, and missed MISSED_HEARTBEATS of them since."""
         hb = self.heartbeat
         if hb is None or self.seen <= 0:
-            return True
-        return now - self.seen <= MISSED_HEARTBEATS * hb.interval_s + 0.5
+            return False
+        return now - self.seen > MISSED_HEARTBEATS * hb.interval_s + 0.5
 
     def to_json(self, now: float, seats: list[Json]) -> Json:
         hb = self.heartbeat
@@ -343,7 +345,7 @@ class FleetState:
         events = [Event("tick", self.series.tick(now))]
         for dev in self.devices.values():
             if dev.state == "online" and dev.heartbeat is not None:
-                late = now - dev.seen > MISSED_HEARTBEATS * dev.heartbeat.interval_s + 0.5
+                late = dev.heartbeats_stopped(now)
                 if late and not dev.late:
                     data = {**self.device_json(dev, now), "change": "stale"}
                     events.append(Event("device", data, history=True))
