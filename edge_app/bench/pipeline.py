@@ -2,13 +2,17 @@
 and failover, measured in one run (issue 3).
 
 1. **Throughput** (full-size AlexNet; ``--quick``: the small one): steady-state jobs/s of
-   - the whole model in one process (a spawned process kept for the whole run, one Runner),
-   - the pipeline on 1 worker process (all default stages on it; every hop through the broker),
+   - the whole model in one process (``--processes`` spawned processes, one Runner each, used
+     in turn: where a process's 234 MB of FC weights land moves its speed by ~10 %),
+   - the pipeline on 1 worker process (all default stages on it; every hop through the broker;
+     ``--processes`` such one-worker fleets, used in turn),
    - the pipeline on 2 worker processes (conv replicas, FC stage(s) sharded 2 ways),
    same interpreter thread count everywhere. Measured in ``--rounds`` interleaved rounds (the
    order rotates each round); the pipeline keeps ``--in-flight`` jobs outstanding end to end so
    the workers never wait; the rate is taken between the completions of job ``warmup`` and job
-   ``warmup + jobs``. Reported: medians and ranges of the rates and of the per-round ratios.
+   ``warmup + jobs``. Reported: medians and ranges of the rates and of the per-round ratios,
+   and the CPU time per job (the reference process; the worker processes, from /proc) whose
+   ratio a loaded machine disturbs much less than wall-clock rates.
 2. **Per-hop cost**: :func:`edge_app.bench.codec.run_codec_bench` on Mosquitto and amqtt.
 3. **Failover**: :mod:`edge_app.bench.failover` (definitions of "steady" there).
 
@@ -50,6 +54,7 @@ class Settings:
     jobs: int = 30
     warmup: int = 5
     in_flight: int = 4
+    processes: int = 3  # reference processes and one-worker fleets, used in turn
     shards: dict[int, int] = field(default_factory=lambda: {1: 2})
     kills: int = 5
     rate: float = 20.0
@@ -57,7 +62,9 @@ class Settings:
     parts: tuple[str, ...] = ("throughput", "codec", "failover")
 
 
-QUICK = Settings(model="alexnet:small", rounds=3, jobs=150, warmup=20, kills=3, codec_repeats=8)
+QUICK = Settings(
+    model="alexnet:small", rounds=3, jobs=150, warmup=20, processes=1, kills=3, codec_repeats=8
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class ThroughputResult:
     rounds: int
     jobs: int
     in_flight: int
+    processes: int
     whole: Series
     pipelines: dict[str, Series]  # "1 worker", "2 workers" -> jobs/s per round
     ratios: dict[str, Series]  # pipeline / whole per round
@@ -157,10 +165,13 @@ def pipeline_rate(
     return jobs / span, dropped
 
 
+Config = tuple[int, dict[int, int]]  # workers, forced shards
+
+
 class _Rounds:
     """The interleaved measurements: jobs/s and CPU seconds per job of each configuration."""
 
-    def __init__(self, s: Settings, configs: dict[str, tuple[int, dict[int, int]]]) -> None:
+    def __init__(self, s: Settings, configs: dict[str, Config]) -> None:
         self.s = s
         self.configs = configs
         self.rates: dict[str, list[float]] = {"whole": [], **{k: [] for k in configs}}
@@ -195,6 +206,7 @@ class _Rounds:
             rounds=self.s.rounds,
             jobs=self.s.jobs,
             in_flight=self.s.in_flight,
+            processes=self.s.processes,
             whole=Series(self.rates["whole"]),
             pipelines={k: Series(self.rates[k]) for k in self.configs},
             ratios={k: per_round(k, "whole") for k in self.configs},
@@ -205,38 +217,50 @@ class _Rounds:
         )
 
 
+def _start_fleets(
+    s: Settings, stack: ExitStack, broker: Any, workdir: Path, configs: dict[str, Config]
+) -> dict[str, list[Any]]:
+    """``s.processes`` one-worker fleets (each its own worker process) and one 2-worker fleet."""
+    from edge_app.bench.fleet_runner import BenchFleet
+
+    fleets: dict[str, list[Any]] = {}
+    for name, (n, shards) in configs.items():
+        copies = s.processes if n == 1 else 1
+        fleets[name] = []
+        for c in range(copies):
+            tag = f"{n}w{c}"
+            fleet = BenchFleet(broker, f"tput{tag}", s.model, workdir, threads=s.threads,
+                               shards=shards, max_in_flight=2 * s.in_flight)  # fmt: skip
+            fleets[name].append(stack.enter_context(fleet))
+            for w in range(n):
+                fleet.spawn(f"t{tag}d{w}")
+    return fleets
+
+
 def run_throughput(s: Settings, workdir: Path, broker: Any) -> ThroughputResult:
-    from edge_app.bench.fleet_runner import BenchFleet, plan_summary, spread_over
+    from edge_app.bench.fleet_runner import plan_summary, spread_over
     from edge_app.inference.catalog import resolve_model
 
     _, path = resolve_model(s.model)
-    configs: dict[str, tuple[int, dict[int, int]]] = {
-        "1 worker": (1, {}),
-        "2 workers": (2, s.shards),
-    }
+    configs: dict[str, Config] = {"1 worker": (1, {}), "2 workers": (2, s.shards)}
     rounds = _Rounds(s, configs)
     plans: dict[str, str] = {}
-    with ExitStack() as stack, reference_process() as ref:
-        shape, dtype = ref.submit(whole_model_input, str(path), s.threads).result()
+    with ExitStack() as stack:
+        refs = [stack.enter_context(reference_process()) for _ in range(s.processes)]
+        shape, dtype = refs[0].submit(whole_model_input, str(path), s.threads).result()
         x = sample_input(shape, dtype)
-        fleets = {}
-        for i, (name, (n, shards)) in enumerate(configs.items()):
-            fleet = BenchFleet(broker, f"tput{i}", s.model, workdir, threads=s.threads,
-                               shards=shards, max_in_flight=2 * s.in_flight)  # fmt: skip
-            fleets[name] = stack.enter_context(fleet)
-            for w in range(n):
-                fleet.spawn(f"t{i}w{w}")
-        for name, fleet in fleets.items():
-            ready = fleet.wait_ready(spread_over(*configs[name]), timeout=180)
-            plans[name] = plan_summary(ready)
+        fleets = _start_fleets(s, stack, broker, workdir, configs)
+        for name, copies in fleets.items():
+            for fleet in copies:
+                plans[name] = plan_summary(fleet.wait_ready(spread_over(*configs[name]), 180))
             log.info("%s ready: %s", name, plans[name])
         order = ["whole", *fleets]
         for r in range(s.rounds):
             for name in order[r % len(order) :] + order[: r % len(order)]:
                 if name == "whole":
-                    rounds.whole(ref, str(path))
+                    rounds.whole(refs[r % len(refs)], str(path))
                 else:
-                    rounds.pipeline(name, fleets[name], x)
+                    rounds.pipeline(name, fleets[name][r % len(fleets[name])], x)
                 log.info("round %d %s: %.2f jobs/s", r, name, rounds.rates[name][-1])
     return rounds.result(plans)
 
@@ -275,6 +299,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--threads", type=int, default=1, help="interpreter threads, both sides (1)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (9; quick 3)")
     p.add_argument("--jobs", type=int, default=None, help="timed jobs per round (30; quick 150)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="whole-model processes and 1-worker fleets "
+        "used in turn (3; quick 1): a process's memory layout alone moves AlexNet by ~10 %%",
+    )
     p.add_argument("--kills", type=int, default=None, help="kill -9 trials (5; quick 3)")
     p.add_argument("--parts", default="throughput,codec,failover", help="which parts to run")
     p.add_argument("--model", default=None, help="throughput model (alexnet; quick alexnet:small)")
@@ -288,12 +319,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     unknown = set(parts) - {"throughput", "codec", "failover"}
     if unknown or not parts:
         raise ConfigError(f"--parts: unknown {sorted(unknown)}; use throughput,codec,failover")
-    over = {"rounds": args.rounds, "jobs": args.jobs, "kills": args.kills, "model": args.model}
+    over = {"rounds": args.rounds, "jobs": args.jobs, "kills": args.kills, "model": args.model,
+            "processes": args.processes}  # fmt: skip
     values = {**asdict(base), **{k: v for k, v in over.items() if v is not None}}
     values.update(threads=args.threads, parts=parts)
     s = Settings(**values)
-    if min(s.threads, s.rounds, s.jobs, s.kills) < 1:
-        raise ConfigError("--threads, --rounds, --jobs and --kills must be at least 1")
+    if min(s.threads, s.rounds, s.jobs, s.kills, s.processes) < 1:
+        raise ConfigError("--threads, --rounds, --jobs, --kills, --processes must be at least 1")
     return s
 
 

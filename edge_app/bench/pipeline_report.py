@@ -29,7 +29,7 @@ def format_throughput(t: Any) -> list[str]:
     lines = [
         f"### Throughput: {t.model}, {t.threads} interpreter thread(s) everywhere, "
         f"{t.rounds} interleaved rounds of {t.jobs} timed jobs, {t.in_flight} in flight "
-        "per worker",
+        f"per worker, {t.processes} whole-model processes and 1-worker fleets used in turn",
         "",
         "| configuration | jobs/s median | jobs/s range | ms/job | / whole model (median) "
         "| ratio range | CPU ms/job | whole CPU / this CPU (median, range) |",
