@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from edge_app.config import add_fleet_args, fleet_config_from_args
-from edge_app.dashboard.app import DEFAULT_BIND, DEFAULT_DB, DashboardOptions, run_dashboard
+from edge_app.dashboard.options import DEFAULT_BIND, DEFAULT_DB, DashboardOptions
 from edge_app.errors import ConfigError
 
 TOKEN_ENV = "EDGE_DASHBOARD_TOKEN"
@@ -54,6 +54,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge_app.dashboard.app import run_dashboard  # aiohttp: only for this command
+
     if not 0 < args.history_days <= 36500:  # also refuses NaN
         raise ConfigError(f"--history-days {args.history_days}: keep 0 < D <= 36500 days")
     fleet = fleet_config_from_args(args)

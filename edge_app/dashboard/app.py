@@ -8,7 +8,6 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -18,24 +17,12 @@ from edge_app.errors import ConfigError
 from edge_app.messages.topics import DiscoveryTopics, check_id
 from edge_app.transport.mqtt import MqttTransport
 
+from .options import DashboardOptions
 from .server import check_exposure, create_app, parse_bind
 from .service import Dashboard
 from .store import HistoryStore
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BIND = "127.0.0.1:8080"
-DEFAULT_DB = "~/.local/share/edge-app/dashboard.sqlite3"
-
-
-@dataclass(frozen=True)
-class DashboardOptions:
-    bind: str = DEFAULT_BIND
-    db: str = DEFAULT_DB
-    token: str | None = None
-    discovery_prefix: str | None = "homeassistant"  # None: no Home Assistant discovery
-    device_id: str = ""
-    max_age_days: float = 7.0
 
 
 def default_device_id() -> str:
