@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import queue
 import signal
+import threading
 from typing import Any
 
 from edge_app.config import add_fleet_args, fleet_config_from_args
@@ -43,6 +45,34 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+class ReportPrinter:
+    """Prints reports on its own thread: outcomes arrive on the network thread, which must never
+    wait for a slow reader of our stdout. Bounded: beyond ``limit`` waiting lines, new ones are
+    counted and dropped."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.queue: queue.Queue[Report | None] = queue.Queue(maxsize=limit)
+        self.lost = 0
+        self.thread = threading.Thread(target=self._loop, name="report-printer", daemon=True)
+        self.thread.start()
+
+    def __call__(self, report: Report) -> None:
+        try:
+            self.queue.put_nowait(report)
+        except queue.Full:
+            self.lost += 1
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=10)
+        if self.lost:
+            log.warning("%d outcome lines were not printed (output too slow)", self.lost)
+
+    def _loop(self) -> None:
+        while (report := self.queue.get()) is not None:
+            print_report(report)
+
+
 def print_report(report: Report) -> None:
     o = report.outcome
     line = {
@@ -67,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args.source, loop=args.loop, rate=args.rate)
     options = SensorOptions(max_in_flight=args.in_flight, deadline_s=args.deadline)
     transport = MqttTransport(config.broker, client_id=f"sensor-{sensor_id}")
+    printer = ReportPrinter() if args.json else None
     sensor = Sensor(
         transport,
         config,
@@ -74,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         source,
         card,
         options=options,
-        on_report=print_report if args.json else None,
+        on_report=printer,
     )
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -88,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         code = sensor.run(max_jobs=args.max_jobs)
     finally:
         sensor.stop()
+        if printer is not None:
+            printer.close()
     m = sensor.publisher.metrics()
     log.warning(
         "%s: accepted %d, skipped %d, outcomes %s",
