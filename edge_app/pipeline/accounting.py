@@ -7,11 +7,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Literal
 
 from edge_app.messages.codec import Header, TraceEntry
 from edge_app.messages.schemas import (
     DropReason,
+    ErrorKind,
     ErrorReport,
     JobOutcome,
     Metrics,
@@ -21,8 +21,6 @@ from edge_app.messages.schemas import (
 )
 
 log = logging.getLogger(__name__)
-
-ErrorKind = Literal["decode", "validation", "stale", "shape", "dtype", "size", "runtime", "other"]
 
 
 class Accounting:

@@ -22,8 +22,8 @@ import numpy as np
 
 from edge_app.errors import DecodeError, EdgeAppError
 from edge_app.messages.codec import Ack, Header, TraceEntry
-from edge_app.messages.schemas import JobOutcome, Plan, TopK
-from edge_app.pipeline.accounting import Accounting, ErrorKind, stage_timings, transfer_time
+from edge_app.messages.schemas import ErrorKind, JobOutcome, Plan, TopK
+from edge_app.pipeline.accounting import Accounting, stage_timings, transfer_time
 from edge_app.pipeline.courier import Courier
 from edge_app.pipeline.custody import UpstreamAck
 from edge_app.pipeline.merge import OpenMerge
@@ -50,7 +50,7 @@ class Work:
 def error_kind(exc: Exception) -> ErrorKind:
     """Classify a rejected message for its ErrorReport."""
     text = str(exc).lower()
-    pairs = (
+    pairs: tuple[tuple[str, ErrorKind], ...] = (
         ("exceeds", "size"),
         ("in the payload", "decode"),
         ("dtype", "dtype"),
@@ -58,7 +58,7 @@ def error_kind(exc: Exception) -> ErrorKind:
     )
     for word, kind in pairs:
         if word in text:
-            return kind  # type: ignore[return-value]
+            return kind
     return "decode" if isinstance(exc, DecodeError) else "runtime"
 
 

@@ -106,7 +106,7 @@ class FleetFile(_Strict):
 
     @property
     def discovery(self) -> DiscoveryTopics:
-        return DiscoveryTopics(self.discovery_prefix)
+        return DiscoveryTopics.for_prefix(self.discovery_prefix)
 
 
 def load_fleet(path: Path) -> FleetFile:

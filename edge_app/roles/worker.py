@@ -19,11 +19,13 @@ from edge_app.config import FleetConfig
 from edge_app.errors import DecodeError, EdgeAppError
 from edge_app.messages.codec import Ack, decode_ack
 from edge_app.messages.schemas import (
+    DeviceState,
     DeviceStatus,
     Hardware,
     Plan,
     decode,
     encode,
+    status_payload,
 )
 from edge_app.pipeline.accounting import Accounting, ErrorReporter
 from edge_app.pipeline.courier import Courier, CourierConfig
@@ -196,16 +198,8 @@ class Worker:
         return self.intake.plan
 
     # --- reporting ------------------------------------------------------------------------------
-    def _status(self, state: str) -> bytes:
-        return encode(
-            DeviceStatus(
-                device=self.device,
-                role="worker",
-                state=state,  # type: ignore[arg-type]
-                ts=time.time(),
-                version=self._beats.versions.get("edge-app", ""),
-            )
-        )
+    def _status(self, state: DeviceState) -> bytes:
+        return status_payload(self.device, "worker", state)
 
     def _online(self) -> None:
         self.transport.publish(self.topics.status(self.device), self._status("online"), retain=True)
