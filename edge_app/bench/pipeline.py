@@ -53,7 +53,7 @@ class Settings:
     rounds: int = 9
     jobs: int = 30
     warmup: int = 5
-    in_flight: int = 4
+    in_flight: int = 8
     processes: int = 3  # reference processes and one-worker fleets, used in turn
     shards: dict[int, int] = field(default_factory=lambda: {1: 2})
     kills: int = 5
@@ -306,6 +306,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="whole-model processes and 1-worker fleets "
         "used in turn (3; quick 1): a process's memory layout alone moves AlexNet by ~10 %%",
     )
+    p.add_argument("--in-flight", type=int, default=None, help="jobs in flight per worker (8)")
     p.add_argument("--kills", type=int, default=None, help="kill -9 trials (5; quick 3)")
     p.add_argument("--parts", default="throughput,codec,failover", help="which parts to run")
     p.add_argument("--model", default=None, help="throughput model (alexnet; quick alexnet:small)")
@@ -320,11 +321,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if unknown or not parts:
         raise ConfigError(f"--parts: unknown {sorted(unknown)}; use throughput,codec,failover")
     over = {"rounds": args.rounds, "jobs": args.jobs, "kills": args.kills, "model": args.model,
-            "processes": args.processes}  # fmt: skip
+            "processes": args.processes, "in_flight": args.in_flight}  # fmt: skip
     values = {**asdict(base), **{k: v for k, v in over.items() if v is not None}}
     values.update(threads=args.threads, parts=parts)
     s = Settings(**values)
-    if min(s.threads, s.rounds, s.jobs, s.kills, s.processes) < 1:
+    if min(s.threads, s.rounds, s.jobs, s.kills, s.processes, s.in_flight) < 1:
         raise ConfigError("--threads, --rounds, --jobs, --kills, --processes must be at least 1")
     return s
 

@@ -67,7 +67,8 @@ def test_latency_recovery_is_the_last_late_completion_after_the_kill() -> None:
 
 def test_quick_settings_and_bad_options() -> None:
     ns = argparse.Namespace(quick=True, threads=1, rounds=None, jobs=7, kills=None, model=None,
-                            processes=None, parts="throughput,failover")  # fmt: skip
+                            processes=None, in_flight=None,
+                            parts="throughput,failover")  # fmt: skip
     s = settings_from_args(ns)
     assert (s.model, s.jobs, s.kills, s.parts) == (QUICK.model, 7, QUICK.kills,
                                                    ("throughput", "failover"))  # fmt: skip
