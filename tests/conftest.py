@@ -59,6 +59,7 @@ class MosquittoBroker:
             f"user {getpass.getuser()}\n"  # as root, mosquitto would drop to 'mosquitto'
             f"allow_anonymous {'true' if anonymous else 'false'}\n"
             "persistence true\n"
+            "set_tcp_nodelay true\n"
             f"persistence_location {workdir / 'data'}/\n"
             f"log_dest file {self.log_file}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"

@@ -179,6 +179,7 @@ def private_broker(kind: str) -> Iterator[BrokerConfig]:
 
             conf.write_text(
                 f"listener {port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
+                "set_tcp_nodelay true\n"
             )
             argv = [binary, "-c", str(conf)]
         elif kind == "amqtt":

@@ -29,6 +29,8 @@ max_inflight_messages 20
 max_queued_messages {max_queued_messages}
 max_queued_bytes {max_queued_bytes}
 max_keepalive 300
+# send at once: activations and acks are latency-bound (Nagle adds up to 40 ms a hop)
+set_tcp_nodelay true
 
 log_dest {log_dest}
 log_type error

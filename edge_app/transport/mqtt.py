@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -222,6 +223,7 @@ class MqttTransport:
             self.reconnects += 1
             log.info("%s: reconnected to %s", self.client_id, self.config.display_url)
         self._failure = None
+        _no_delay(client)
         self._connected.set()
         filters = self._subs.filters()
         if filters:
@@ -263,3 +265,15 @@ class MqttTransport:
             log.warning("%s: dropped a message with a non-UTF-8 topic", self.client_id)
             return
         self._subs.dispatch(received)
+
+
+def _no_delay(client: paho.Client) -> None:
+    """Turn Nagle's algorithm off: our messages are small control messages and activations that
+    must leave at once; with Nagle (paho's default) each hop can wait up to 40 ms for an ACK."""
+    sock = client.socket()
+    if not isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError) as exc:  # not a TCP socket (a unix socket, a proxy)
+        log.debug("TCP_NODELAY not set: %s", exc)
