@@ -33,7 +33,7 @@ PAPER = {("alexnet", 5): 4.33, ("alexnet", 6): 5.72, ("vgg16", 9): 0.48, ("vgg16
 TX2 = {"alexnet": (7.12, 5.57), "vgg16": (1.29, 0.52)}  # (GPU, CPU) images/s
 QUICK_COUNTS = {"vgg16": (1, 2, 4, 8, 9, 11, 12), "c3d": (1, 2, 4, 8, 12)}
 MIXED = "pi3b:4,pi4:3,pi5:1"
-QUICK_PI3B_S = 2.0
+QUICK_PI3B_S = 3.5
 STATIC_WINDOW = 64  # routing by weight alone: the window never pushes back (as the paper)
 
 

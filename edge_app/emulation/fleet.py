@@ -239,7 +239,7 @@ class EmulatedFleet:
         self._wait_results(warmup + 1)
         busy0, mono0 = [e.busy_s for e in self.emulators], time.monotonic()
         epoch0 = self.current_plan() or plan
-        last = self._wait_results(warmup + 1 + jobs)
+        last = self._wait_results(warmup + jobs)
         span = max(1e-9, time.monotonic() - mono0)
         util = {
             d.id: min(1.0, (e.busy_s - b0) / span)
