@@ -32,15 +32,35 @@ def test_hook_pads_to_the_profile_and_counts_overruns() -> None:
     assert emu.busy_s == pytest.approx(0.1)
 
 
-def test_back_to_back_jobs_absorb_the_host_gap() -> None:
-    # Two 50 ms jobs, the second starting 5 ms after the first ended: the emulated device
-    # takes them back to back, so both end 100 ms after the first began (not 105 ms).
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_back_to_back_jobs_absorb_the_host_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two 50 ms jobs (host compute 10 ms each), the second starting 5 ms after the first ended:
+    # the emulated device takes them back to back, so the second ends 100 ms after the first
+    # began, not 105 ms. A job starting 30 ms after the previous one ended is not back to back.
+    clock = FakeClock()
+    monkeypatch.setattr("edge_app.emulation.emulator.time", clock)
     emu = Emulator(device("a"), two_stage(1000), time_scale=40.0)
-    t0 = time.monotonic()
-    emu.hook((0, None), 0.0)
-    time.sleep(0.005)
-    emu.hook((0, None), 0.0)
-    assert emu._free_at == pytest.approx(t0 + 0.1, abs=0.004)
+    t0 = clock.now
+    clock.now += 0.010
+    emu.hook((0, None), 0.010)
+    assert clock.now == pytest.approx(t0 + 0.05)
+    clock.now += 0.005 + 0.010
+    emu.hook((0, None), 0.010)
+    assert clock.now == pytest.approx(t0 + 0.10)
+    clock.now += 0.030 + 0.010
+    emu.hook((0, None), 0.010)
+    assert clock.now == pytest.approx(t0 + 0.10 + 0.030 + 0.05)
+    assert emu.overruns == 0
 
 
 def test_shard_share_comes_from_the_plan() -> None:
