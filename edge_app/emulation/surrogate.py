@@ -12,8 +12,6 @@ links pace each message by the full model's bytes for it.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,7 +59,7 @@ def build_surrogate(name: str, seed: int = 0) -> bytes:
 
 def cached_surrogate(name: str) -> Path:
     """The surrogate of ``name`` built once into the zoo cache."""
-    from edge_app.inference.zoo import cache_dir
+    from edge_app.inference.zoo import cache_dir, write_model_file
 
     folder = cache_dir()
     path = folder / f"{name}-surrogate-v{SURROGATE_VERSION}.tflite"
@@ -70,10 +68,7 @@ def cached_surrogate(name: str) -> Path:
     data = build_surrogate(name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".building-", suffix=".tflite")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_model_file(path, data)
     except OSError as exc:
         raise ModelError(f"cannot write surrogate model to {folder}: {exc}") from exc
     return path
