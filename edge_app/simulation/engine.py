@@ -186,7 +186,7 @@ class Simulation:
     def _start(self, node: Node) -> None:
         if node.busy or not node.queue:
             return
-        item = node.queue.popleft()
+        item = _next_item(node.queue)
         seconds, last = self._service(node.id, item)
         node.busy = True
         node.busy_s += seconds
@@ -237,3 +237,13 @@ class Simulation:
     def _holders(self, stage: int) -> list[str]:
         seats = sorted(self.plan.stages[stage].shards, key=lambda s: s.index)
         return [s.device for s in seats]
+
+
+def _next_item(queue: deque[Item]) -> Item:
+    """Shard and merge work before whole-frame work, as the worker's queue does: a job's other
+    shards and its merger wait on it, while a frame of convolutions only adds to its own time."""
+    for i, item in enumerate(queue):
+        if item.kind != "task":
+            del queue[i]
+            return item
+    return queue.popleft()

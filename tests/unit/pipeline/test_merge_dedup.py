@@ -108,3 +108,21 @@ def test_dedup_lru() -> None:
     assert not d.seen(("a", 0, None, 1, "w2"))  # so is the same attempt from another sender
     assert len(d) == 2  # (a, 0, w1) was evicted, the least recently used
     assert not d.seen(("a", 0, None, 0, "w1"))
+
+
+def test_work_queue_serves_shards_and_merges_before_tasks() -> None:
+    from edge_app.messages.codec import Header
+    from edge_app.pipeline.engine import Work, WorkQueue
+
+    def work(kind: str, job: str) -> Work:
+        h = Header(job=job, sensor="s", seq=1, created=0.0, deadline=1.0, epoch=1, stage=0,
+                   attempt=0, sender="x")  # fmt: skip
+        return Work(kind, h, (), 0.0)  # type: ignore[arg-type]
+
+    q = WorkQueue(limit=4)
+    for kind, job in [("task", "t1"), ("shard", "s1"), ("task", "t2"), ("merge", "m1")]:
+        assert q.offer(work(kind, job))
+    assert not q.offer(work("task", "t3"))  # bounded: shards and tasks share the limit
+    order = [q.take(0.01).header.job for _ in range(4)]  # type: ignore[union-attr]
+    assert order == ["s1", "m1", "t1", "t2"]
+    assert q.take(0.01) is None and len(q) == 0
