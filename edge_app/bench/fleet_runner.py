@@ -53,6 +53,18 @@ def seated_devices(sp: StagePlan) -> list[str]:
     return [r.device for r in sp.replicas] + [s.device for s in sp.shards]
 
 
+def plan_loaded(plan: Plan, beats: Mapping[str, Heartbeat]) -> bool:
+    """Every device seated in ``plan`` obeys its epoch and has loaded its seats (heartbeats)."""
+    for device in {d for sp in plan.stages for d in seated_devices(sp)}:
+        hb = beats.get(device)
+        if hb is None or hb.epoch != plan.epoch:
+            return False
+        loaded = {(s.stage, s.shard) for s in hb.stages}
+        if not {s.key for s in seats_for(plan, device)} <= loaded:
+            return False
+    return True
+
+
 def plan_summary(plan: Plan) -> str:
     """One line per stage: replicas with weights, or shards with their row bounds."""
     parts = []
@@ -199,15 +211,8 @@ class BenchFleet:
         """The newest plan if it satisfies ``want`` and every seat is loaded (heartbeats)."""
         with self._lock:
             plan, beats = self.plan, dict(self.beats)
-        if plan is None or not want(plan):
+        if plan is None or not want(plan) or not plan_loaded(plan, beats):
             return None
-        for device in {d for sp in plan.stages for d in seated_devices(sp)}:
-            hb = beats.get(device)
-            if hb is None or hb.epoch != plan.epoch:
-                return None
-            loaded = {(s.stage, s.shard) for s in hb.stages}
-            if not {s.key for s in seats_for(plan, device)} <= loaded:
-                return None
         return plan
 
     def wait_ready(self, want: Callable[[Plan], bool], timeout: float) -> Plan:

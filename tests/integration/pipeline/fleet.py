@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from edge_app.bench.fleet_runner import plan_loaded, seated_devices
 from edge_app.config import FleetConfig
 from edge_app.inference.catalog import resolve_model
 from edge_app.inference.compare import compare_outputs
 from edge_app.inference.interpreter import Runner
 from edge_app.messages.schemas import ErrorReport, Heartbeat, JobOutcome, Plan, decode
 from edge_app.pipeline.jobs import JobPublisher, PublisherOptions
-from edge_app.pipeline.stages import seats_for
 from edge_app.roles.scheduler import Scheduler, SchedulerOptions
 from edge_app.roles.sink import OutcomeSink
 from edge_app.scheduling.planner import PlanPolicy
@@ -148,16 +148,7 @@ class Fleet:
         """A plan satisfying ``want`` whose every seat is loaded (per the heartbeats)."""
         with self.lock:
             plan, beats = self.plan, dict(self.beats)
-        if plan is None or not want(plan):
-            return False
-        for device in {d for sp in plan.stages for d in devices_of(sp)}:
-            hb = beats.get(device)
-            if hb is None or hb.epoch != plan.epoch:
-                return False
-            loaded = {(s.stage, s.shard) for s in hb.stages}
-            if not {s.key for s in seats_for(plan, device)} <= loaded:
-                return False
-        return True
+        return plan is not None and want(plan) and plan_loaded(plan, beats)
 
     def wait_ready(self, want: Callable[[Plan], bool], timeout: float = 30.0) -> Plan:
         end = time.monotonic() + timeout
@@ -190,8 +181,7 @@ class Fleet:
             assert cmp.ok, f"job {job}: {cmp}"
 
 
-def devices_of(sp: Any) -> list[str]:
-    return [r.device for r in sp.replicas] + [s.device for s in sp.shards]
+devices_of = seated_devices
 
 
 def images(n: int, seed: int = 0) -> list[np.ndarray]:
